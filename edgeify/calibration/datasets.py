@@ -1,0 +1,98 @@
+"""Turn the user's --data (or the default for the model) into calibration and eval batches."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from edgeify.calibration import synthetic
+from edgeify.calibration.readers import Example, map_labels, read_examples
+from edgeify.calibration.splits import DEFAULT_SEED, split_examples
+from edgeify.calibration.tokenize import Batch, encode_classification, encode_language_model
+from edgeify.errors import UsageError
+from edgeify.families import CAUSAL_LM
+
+DEFAULT_N_EVAL = {"sequence-classification": 1000, "causal-lm": 100}
+SYNTHETIC_SEED = 1234  # starters train on seeds 0..3: evaluation text is never trained on
+
+
+@dataclass
+class Prepared:
+    calibration: Batch
+    evaluation: Batch
+    description: str
+    labels: dict[int, str] | None
+
+
+def read_hub(spec: str, needs_labels: bool, text_column: str | None,
+             label_column: str | None) -> list[Example]:
+    """hub:PATH[@CONFIG][:SPLIT] through `datasets` (needs internet or a cached copy)."""
+    body = spec[len("hub:"):]
+    body, _, split = body.partition(":")
+    path, _, name = body.partition("@")
+    try:
+        import datasets
+    except ImportError:
+        raise UsageError(f"{spec}: reading hub datasets needs `pip install edgeify[hub]`") from None
+    try:
+        ds = datasets.load_dataset(path, name or None, split=split or "validation")
+    except Exception as e:  # noqa: BLE001 - datasets raises many types when offline
+        raise UsageError(f"cannot load dataset {spec} ({str(e).splitlines()[0][:160]}); "
+                         "pass a local file with --data") from None
+    cols = ds.column_names
+    tcol = text_column or next((c for c in ("sentence", "text") if c in cols), cols[0])
+    lcol = (label_column or next((c for c in ("label", "labels") if c in cols), None)) if needs_labels else None
+    features = ds.features.get(lcol) if lcol else None
+    names = getattr(features, "names", None)
+    out = []
+    for row in ds:
+        if not str(row[tcol]).strip():
+            continue
+        label = None if lcol is None else (names[row[lcol]] if names else str(row[lcol]))
+        out.append(Example(str(row[tcol]), label))
+    return out
+
+
+def _synthetic(task: str, n: int) -> tuple[list[Example], str]:
+    if task == CAUSAL_LM:
+        return ([Example(t) for t in synthetic.paragraphs(max(200, n // 2), seed=SYNTHETIC_SEED)],
+                "synthetic text (edgeify-generated, not used in starter training)")
+    return ([Example(t, lab) for t, lab in synthetic.labelled_reviews(n + 512, seed=SYNTHETIC_SEED)],
+            "synthetic reviews (edgeify-generated, not used in starter training)")
+
+
+def prepare(family, tokenizer, id2label: dict | None, data: str | None, *, seq_len: int,
+            n_calibration: int, n_eval: int | None, synthetic_default: bool = False,
+            text_column: str | None = None, label_column: str | None = None,
+            seed: int = DEFAULT_SEED) -> Prepared:
+    """Without --data: the synthetic set for starters, else the family's hub default."""
+    task = family.task
+    needs_labels = task != CAUSAL_LM
+    n_eval = n_eval or DEFAULT_N_EVAL[task]
+    if data and data.startswith("hub:"):
+        examples, desc = read_hub(data, needs_labels, text_column, label_column), data
+    elif data:
+        examples, desc = read_examples(data, needs_labels=needs_labels, text_column=text_column,
+                                       label_column=label_column), str(data)
+    elif synthetic_default:
+        examples, desc = _synthetic(task, n_eval + n_calibration)
+    else:
+        examples, desc = read_hub(family.default_data, needs_labels, None, None), family.default_data
+
+    if task == CAUSAL_LM:
+        windows = encode_language_model(tokenizer, [e.text for e in examples], seq_len, family.onnx_inputs)
+        if len(windows) < 2:
+            raise UsageError(f"{desc}: too little text for two windows of {seq_len} tokens "
+                             f"({len(windows)} found); give more text or a smaller --seq-len")
+        split = split_examples(list(range(len(windows))), n_calibration, n_eval, seed)
+        pick = lambda idx: Batch({k: v[idx] for k, v in windows.inputs.items()})  # noqa: E731
+        return Prepared(pick(split.calibration), pick(split.evaluation), desc, None)
+
+    id2label = {int(k): v for k, v in (id2label or {}).items()}
+    ids = map_labels(examples, id2label, desc)
+    pairs = list(zip([e.text for e in examples], ids))
+    split = split_examples(pairs, n_calibration, n_eval, seed)
+
+    def encode(items):
+        return encode_classification(tokenizer, [t for t, _ in items], [lab for _, lab in items],
+                                     seq_len, family.onnx_inputs)
+    return Prepared(encode(split.calibration), encode(split.evaluation), desc, id2label)

@@ -1,0 +1,135 @@
+"""Readers for the user's --data file: TSV, CSV, JSONL, or plain text.
+
+Files are read whole before anything is written, so a bad file fails before any output
+exists. Bytes that are not valid UTF-8 are replaced, not fatal (real exports have them).
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeify.errors import UsageError
+
+TEXT_COLUMN_DEFAULTS = ("sentence", "text", "content", "review", "tweet")
+LABEL_COLUMN_DEFAULTS = ("label", "labels", "sentiment", "class")
+TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t"}
+JSONL_SUFFIXES = (".jsonl", ".json")
+TEXT_SUFFIXES = (".txt", ".raw", ".text")
+
+
+@dataclass(frozen=True)
+class Example:
+    text: str
+    label: str | None = None  # raw label as written in the file; mapped to ids later
+
+
+def _pick_column(columns: list[str], wanted: str | None, defaults: tuple[str, ...],
+                 what: str, path: Path) -> str:
+    if wanted is not None:
+        if wanted not in columns:
+            raise UsageError(f"{path}: no {what} column {wanted!r}; columns are: {', '.join(columns)}")
+        return wanted
+    for name in defaults:
+        if name in columns:
+            return name
+    flag = "--text-column" if what == "text" else "--label-column"
+    raise UsageError(
+        f"{path}: cannot find a {what} column (tried {', '.join(defaults)}); "
+        f"columns are: {', '.join(columns)}; choose one with {flag}"
+    )
+
+
+def _read_rows(path: Path) -> list[dict]:
+    suffix = path.suffix.lower()
+    raw = path.read_text(encoding="utf-8", errors="replace")
+    if suffix in TABLE_SUFFIXES:
+        reader = csv.DictReader(raw.splitlines(), delimiter=TABLE_SUFFIXES[suffix])
+        if not reader.fieldnames:
+            raise UsageError(f"{path}: empty file (no header row)")
+        return [dict(r) for r in reader]
+    rows = []
+    for n, line in enumerate(raw.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            obj = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UsageError(f"{path}:{n}: not valid JSON lines ({e.msg})") from None
+        if not isinstance(obj, dict):
+            raise UsageError(f"{path}:{n}: each JSON line must be an object")
+        rows.append(obj)
+    return rows
+
+
+def read_examples(path: str | Path, *, needs_labels: bool, text_column: str | None = None,
+                  label_column: str | None = None) -> list[Example]:
+    """Read examples; labelled tasks need a table (CSV/TSV/JSONL), LM tasks accept text."""
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"data file not found: {path}")
+    if path.is_dir():
+        raise UsageError(f"--data must be a file, got a directory: {path}")
+    suffix = path.suffix.lower()
+    accepted = sorted([*TABLE_SUFFIXES, *JSONL_SUFFIXES, *TEXT_SUFFIXES])
+    if suffix not in accepted:
+        raise UsageError(f"{path}: unsupported data format {suffix!r}; accepted: {', '.join(accepted)}")
+    if suffix in TEXT_SUFFIXES:
+        if needs_labels:
+            raise UsageError(
+                f"{path}: plain text has no labels; a classification model needs "
+                "a CSV, TSV or JSONL file with text and label columns"
+            )
+        text = path.read_text(encoding="utf-8", errors="replace")
+        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        if not lines:
+            raise UsageError(f"{path}: empty data file")
+        return [Example(ln) for ln in lines]
+
+    rows = _read_rows(path)
+    if not rows:
+        raise UsageError(f"{path}: empty data file (no rows)")
+    columns = list(rows[0].keys())
+    tcol = _pick_column(columns, text_column, TEXT_COLUMN_DEFAULTS, "text", path)
+    lcol = _pick_column(columns, label_column, LABEL_COLUMN_DEFAULTS, "label", path) if needs_labels else None
+    out = []
+    for n, row in enumerate(rows, 1):
+        text = row.get(tcol)
+        if text is None or not str(text).strip():
+            continue  # blank rows carry nothing to classify
+        label = None
+        if lcol is not None:
+            value = row.get(lcol)
+            if value is None or str(value).strip() == "":
+                raise UsageError(f"{path}: row {n} has no value in label column {lcol!r}")
+            label = str(value).strip()
+        out.append(Example(str(text).strip(), label))
+    if not out:
+        raise UsageError(f"{path}: no non-empty text in column {tcol!r}")
+    return out
+
+
+def map_labels(examples: list[Example], id2label: dict[int, str], path: str) -> list[int]:
+    """Map raw labels to the model's ids: by name (case-insensitive), else by integer id.
+
+    Refuses data whose labels the model does not have, listing both sides, because a
+    silent mismatch would report a meaningless accuracy.
+    """
+    by_name = {str(name).lower(): int(i) for i, name in id2label.items()}
+    ids, unknown = [], set()
+    for ex in examples:
+        key = ex.label.lower()
+        if key in by_name:
+            ids.append(by_name[key])
+        elif key.lstrip("-").isdigit() and int(key) in id2label:
+            ids.append(int(key))
+        else:
+            unknown.add(ex.label)
+            ids.append(-1)
+    if unknown:
+        shown = ", ".join(sorted(unknown)[:10])
+        have = ", ".join(f"{i}={n}" for i, n in sorted(id2label.items()))
+        raise UsageError(f"{path}: labels the model does not have: {shown}; the model's labels: {have}")
+    return ids

@@ -1,0 +1,57 @@
+"""Tokenize to fixed-length numpy batches, keyed by the model's ONNX input names."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class Batch:
+    """Model inputs (one row per sample) plus targets: class ids, or none for LM."""
+
+    inputs: dict[str, np.ndarray]
+    labels: np.ndarray | None = None
+    meta: dict = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return len(next(iter(self.inputs.values())))
+
+    def rows(self, start: int, stop: int) -> dict[str, np.ndarray]:
+        return {k: v[start:stop] for k, v in self.inputs.items()}
+
+
+def encode_classification(tokenizer, texts: list[str], labels: list[int] | None,
+                          seq_len: int, input_names: tuple[str, ...]) -> Batch:
+    enc = tokenizer(texts, padding="max_length", truncation=True, max_length=seq_len,
+                    return_tensors="np")
+    inputs = {}
+    for name in input_names:
+        if name in enc:
+            inputs[name] = enc[name].astype(np.int64)
+        elif name == "token_type_ids":
+            inputs[name] = np.zeros_like(enc["input_ids"], dtype=np.int64)
+        else:
+            raise ValueError(f"tokenizer gives no {name!r}")
+    return Batch(inputs, None if labels is None else np.asarray(labels, dtype=np.int64))
+
+
+def encode_language_model(tokenizer, texts: list[str], seq_len: int,
+                          input_names: tuple[str, ...]) -> Batch:
+    """Concatenate the text and cut it into full windows of seq_len tokens.
+
+    Every window is full, so perplexity counts every token once and no padding is scored.
+    """
+    eos = tokenizer.eos_token_id
+    ids: list[int] = []
+    for text in texts:
+        ids.extend(tokenizer(text, add_special_tokens=False)["input_ids"])
+        if eos is not None:
+            ids.append(eos)
+    n = len(ids) // seq_len
+    arr = np.asarray(ids[: n * seq_len], dtype=np.int64).reshape(n, seq_len)
+    inputs = {"input_ids": arr}
+    if "attention_mask" in input_names:
+        inputs["attention_mask"] = np.ones_like(arr)
+    return Batch(inputs)

@@ -1,0 +1,211 @@
+"""`edgeify MODEL [options]` and its subcommands: targets, eval, bench."""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+
+from edgeify.errors import EdgeifyError
+
+RUN_HELP = """Make MODEL small and fast, export it, and measure it against PyTorch.
+
+MODEL is a family (albert, electra, gpt-neo), a Hugging Face hub id, or a local model
+directory. Offline, a family name falls back to a small STARTER model trained here.
+
+\b
+Examples:
+  edgeify electra --int8
+  edgeify ./my-albert --int8 --data tweets.csv --text-column text --label-column sentiment
+  edgeify gpt-neo --int8 --data wiki.test.raw --seq-len 128
+"""
+
+
+class _DefaultToRun(click.Group):
+    """`edgeify MODEL ...` means `edgeify run MODEL ...`; subcommand names win."""
+
+    def parse_args(self, ctx, args):
+        if args and args[0] not in self.commands and not args[0].startswith("-"):
+            args = ["run", *args]
+        return super().parse_args(ctx, args)
+
+    def format_usage(self, ctx, formatter):
+        formatter.write_usage("edgeify", "MODEL [OPTIONS]  |  edgeify COMMAND [ARGS]...")
+
+
+def _formats(value: str) -> tuple[str, ...]:
+    from edgeify import export
+
+    if value == "all":
+        return tuple(export.formats())
+    out = tuple(v.strip() for v in value.split(",") if v.strip())
+    bad = [v for v in out if v not in export.formats()]
+    if bad or not out:
+        raise click.BadParameter(f"{value!r}: accepted formats are {', '.join(export.formats())} or all")
+    return out
+
+
+debug_option = click.option("--debug", is_flag=True, help="Show full tracebacks and debug logs.")
+
+
+@click.group(cls=_DefaultToRun, help=RUN_HELP, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="edgeify")
+def cli():
+    pass
+
+
+@cli.command("run", help=RUN_HELP)
+@click.argument("model")
+@click.option("--int8", is_flag=True, help="Also produce int8 artifacts (dynamic and static) and pick the best.")
+@click.option("--formats", default="onnx", show_default=True, help="Comma-separated export formats, or 'all'.")
+@click.option("--target", default="host", show_default=True, help="Hardware target (see `edgeify targets`).")
+@click.option("--data", help="Eval/calibration data: .csv/.tsv/.jsonl (text + label) or .txt (LM), or hub:PATH[@CONFIG][:SPLIT].")
+@click.option("--text-column", help="Text column (default: first of sentence, text, content, review, tweet).")
+@click.option("--label-column", help="Label column (default: first of label, labels, sentiment, class).")
+@click.option("--seq-len", default=128, show_default=True, type=click.IntRange(8, 4096), help="Fixed sequence length.")
+@click.option("--n-calibration", default=128, show_default=True, type=click.IntRange(1), help="Calibration samples.")
+@click.option("--n-eval", type=click.IntRange(1), help="Evaluation samples [default: 1000; LM: 100 windows].")
+@click.option("--max-accuracy-drop", default=1.0, show_default=True, type=float,
+              help="int8 budget: accuracy points (or % perplexity) an int8 artifact may lose.")
+@click.option("-o", "--out", "out_dir", help="Output directory [default: edgeify-out/<model>].")
+@click.option("--force", is_flag=True, help="Overwrite an existing output directory.")
+@debug_option
+def run_cmd(model, int8, formats, target, data, text_column, label_column, seq_len, n_calibration,
+            n_eval, max_accuracy_drop, out_dir, force, debug):
+    from edgeify.pipeline import RunConfig, run
+
+    config = RunConfig(model=model, int8=int8, formats=_formats(formats), target=target, data=data,
+                       text_column=text_column, label_column=label_column, seq_len=seq_len,
+                       n_calibration=n_calibration, n_eval=n_eval, out_dir=out_dir, force=force,
+                       max_accuracy_drop=max_accuracy_drop)
+    run(config, log_fn=lambda msg: click.echo(msg, err=False))
+
+
+@cli.command("targets")
+@click.option("--json", "as_json", is_flag=True, help="Print as JSON.")
+@debug_option
+def targets_cmd(as_json, debug):
+    """List hardware targets."""
+    from dataclasses import asdict
+
+    from edgeify import targets
+
+    items = [targets.get(n) for n in targets.names()]
+    if as_json:
+        click.echo(json.dumps([asdict(t) for t in items], indent=2))
+        return
+    for t in items:
+        click.echo(f"{t.name:10} {t.threads} threads  formats: {','.join(t.formats):12} "
+                   f"{'measured' if t.measured else 'estimated'}  {t.description}")
+
+
+def _reference_dir(artifact: Path, given: str | None) -> Path:
+    """Tokenizer and labels for an artifact: --model-dir, or the run's pytorch/ dir."""
+    from edgeify.errors import UsageError
+
+    if given:
+        return Path(given)
+    for cand in (artifact, artifact.parent / "pytorch", artifact.parent.parent / "pytorch"):
+        if cand.is_dir() and (cand / "config.json").exists():
+            return cand
+    raise UsageError(f"cannot find the tokenizer for {artifact}; pass --model-dir with the "
+                     "model directory (e.g. the run's pytorch/ folder)")
+
+
+@cli.command("eval")
+@click.argument("artifact", type=click.Path())
+@click.option("--data", required=True, help="Data file (as for the main command).")
+@click.option("--model-dir", help="Directory with the tokenizer and config [default: the run's pytorch/].")
+@click.option("--text-column")
+@click.option("--label-column")
+@click.option("--seq-len", default=128, show_default=True, type=click.IntRange(8, 4096))
+@click.option("--n-eval", type=click.IntRange(1))
+@click.option("--threads", type=click.IntRange(1), help="Threads [default: the host target's].")
+@debug_option
+def eval_cmd(artifact, data, model_dir, text_column, label_column, seq_len, n_eval, threads, debug):
+    """Accuracy (or perplexity) of ARTIFACT on --data."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from edgeify import families, targets
+    from edgeify.calibration.datasets import prepare
+    from edgeify.evaluate import evaluate
+    from edgeify.runtimes import open_runner
+
+    artifact = Path(artifact)
+    runner = open_runner(artifact, threads or targets.get("host").threads)
+    ref = _reference_dir(artifact, model_dir)
+    config = AutoConfig.from_pretrained(ref)
+    family = families.for_model_type(config.model_type)
+    tokenizer = AutoTokenizer.from_pretrained(ref)
+    prepared = prepare(family, tokenizer, config.id2label, data, seq_len=seq_len, n_calibration=1,
+                       n_eval=n_eval, text_column=text_column, label_column=label_column)
+    result = evaluate(runner, prepared.evaluation, family.task)
+    click.echo(json.dumps({"artifact": str(artifact), "data": prepared.description,
+                           "metric": result.as_dict(), "runtime": runner.runtime}, indent=2))
+
+
+@cli.command("bench")
+@click.argument("artifact", type=click.Path())
+@click.option("--seq-len", default=128, show_default=True, type=click.IntRange(1, 4096))
+@click.option("--batch", default=1, show_default=True, type=click.IntRange(1))
+@click.option("--target", default="host", show_default=True)
+@click.option("--threads", type=click.IntRange(1), help="Threads [default: the target's].")
+@click.option("--seconds", default=6.0, show_default=True, type=float, help="Timing budget.")
+@debug_option
+def bench_cmd(artifact, seq_len, batch, target, threads, seconds, debug):
+    """Latency (p50/p90) and peak memory of ARTIFACT on random token ids."""
+    import numpy as np
+
+    from edgeify import targets
+    from edgeify.runtimes import input_names
+    from edgeify.targets import local
+
+    tgt = targets.get(target)
+    names = input_names(Path(artifact))
+    rng = np.random.default_rng(0)
+    ids = rng.integers(5, 100, size=(batch, seq_len), dtype=np.int64)
+    feeds = {n: (ids if n == "input_ids" else np.ones_like(ids) if n == "attention_mask"
+                 else np.zeros_like(ids)) for n in names}
+    result = local.measure(artifact, feeds, threads or tgt.threads, max_seconds=seconds)
+    click.echo(json.dumps({"artifact": str(artifact), "target": tgt.name, **result}, indent=2))
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv or os.environ.get("EDGEIFY_DEBUG") == "1"
+    logging.basicConfig(level=logging.DEBUG if debug else logging.ERROR,
+                        format="%(levelname)s %(name)s: %(message)s")
+    if not debug:
+        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+        import warnings
+
+        warnings.filterwarnings("ignore")
+    try:
+        cli.main(args=argv, prog_name="edgeify", standalone_mode=False)
+        return 0
+    except click.exceptions.Exit as e:
+        return e.exit_code
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("edgeify: interrupted; no partial output was kept", err=True)
+        return 130
+    except click.ClickException as e:
+        e.show()
+        return e.exit_code
+    except EdgeifyError as e:
+        if debug:
+            raise
+        click.echo(f"edgeify: error: {e}", err=True)
+        return e.exit_code
+    except Exception as e:  # noqa: BLE001 - one line for users, traceback with --debug
+        if debug:
+            raise
+        click.echo(f"edgeify: error: {type(e).__name__}: {e} (run with --debug for the traceback)", err=True)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

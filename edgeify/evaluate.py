@@ -1,0 +1,83 @@
+"""Accuracy or perplexity of any runner on a tokenized batch, plus parity between two."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+
+from edgeify.calibration import Batch
+from edgeify.families import CAUSAL_LM
+
+PROBE = 16  # samples whose raw logits are kept to compare artifacts with the baseline
+
+
+@dataclass
+class EvalResult:
+    metric: str
+    value: float
+    n: int
+    predictions: np.ndarray | None  # argmax per sample (classification) or per token (LM)
+    probe_logits: np.ndarray        # logits of the first PROBE samples
+
+    def as_dict(self) -> dict:
+        return {"name": self.metric, "value": round(self.value, 4), "n": self.n}
+
+
+def _log_softmax(x: np.ndarray) -> np.ndarray:
+    x = x - x.max(axis=-1, keepdims=True)
+    return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
+
+
+def evaluate(runner, batch: Batch, task: str, batch_size: int = 16, desc: str | None = None) -> EvalResult:
+    from tqdm.auto import tqdm
+
+    n = len(batch)
+    if task == CAUSAL_LM:
+        batch_size = max(1, min(batch_size, 4))  # LM logits are seq x vocab per sample
+    preds, probes = [], []
+    nll, count = 0.0, 0
+    correct = 0
+    with tqdm(total=n, desc=desc or "evaluating", unit="sample", leave=False, mininterval=1.0) as bar:
+        for start in range(0, n, batch_size):
+            feeds = batch.rows(start, start + batch_size)
+            logits = runner.run(feeds)
+            have = sum(len(p) for p in probes)
+            if have < PROBE:
+                probes.append(logits[: PROBE - have])
+            if task == CAUSAL_LM:
+                ids = feeds["input_ids"]
+                logp = _log_softmax(logits[:, :-1].astype(np.float64))
+                target = ids[:, 1:]
+                picked = np.take_along_axis(logp, target[..., None], axis=-1)[..., 0]
+                nll -= float(picked.sum())
+                count += target.size
+                preds.append(logits.argmax(-1))
+            else:
+                p = logits.argmax(-1)
+                preds.append(p)
+                correct += int((p == batch.labels[start:start + batch_size]).sum())
+            bar.update(len(logits))
+    predictions = np.concatenate(preds)
+    probe_logits = np.concatenate(probes)
+    if task == CAUSAL_LM:
+        return EvalResult("perplexity", math.exp(nll / max(count, 1)), n, predictions, probe_logits)
+    return EvalResult("accuracy", 100.0 * correct / max(n, 1), n, predictions, probe_logits)
+
+
+def parity(result: EvalResult, reference: EvalResult) -> dict:
+    """Max |logit difference| on the probe samples, argmax agreement on all samples."""
+    k = min(len(result.probe_logits), len(reference.probe_logits))
+    diff = float(np.abs(result.probe_logits[:k].astype(np.float64)
+                        - reference.probe_logits[:k].astype(np.float64)).max()) if k else float("nan")
+    agree = float((result.predictions == reference.predictions).mean() * 100)
+    return {"max_abs_diff": round(diff, 6), "argmax_agreement_pct": round(agree, 3),
+            "probe_samples": k, "samples": int(result.predictions.shape[0])}
+
+
+def metric_drop(value: float, reference: float, metric: str) -> float:
+    """How much worse `value` is than `reference`: points of accuracy, % of perplexity."""
+    if metric == "perplexity":
+        return 100.0 * (value - reference) / reference
+    return reference - value

@@ -1,0 +1,316 @@
+"""ONNX: export from PyTorch, transformer fusion, dynamic and static (QDQ) int8.
+
+Why the TorchScript exporter (dynamo=False): onnxruntime's transformer optimizer matches
+Attention / EmbedLayerNormalization patterns on its graph but fuses no Attention on a
+dynamo/SDPA export. The dynamo exporter is kept as a fallback for models it cannot trace.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from edgeify.export import Artifact, config_record, register_backend
+from edgeify.errors import EdgeifyError
+
+log = logging.getLogger(__name__)
+OPSET = 17
+
+
+@dataclass(frozen=True)
+class DynamicInt8:
+    """Weights int8 per channel, activations quantized on the fly per tensor."""
+
+    per_channel: bool = True
+    reduce_range: bool = False
+
+
+@dataclass(frozen=True)
+class StaticInt8:
+    """QDQ int8 with activation ranges calibrated on the calibration set."""
+
+    per_channel: bool = True
+    calibrate_method: str = "MinMax"
+    activation_symmetric: bool = False
+
+
+def _atomic_save(model, path: Path) -> None:
+    """Write beside the target, then rename: an interrupted save leaves no half file."""
+    import onnx
+
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        onnx.save_model(model, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def dedupe_initializers(model) -> int:
+    """Point all uses of byte-identical initializers at one copy; returns copies removed.
+
+    ALBERT applies one shared block N times. Constant folding and attention fusion
+    give each application its own copy of the (transposed, concatenated) weights; this
+    puts the file back to one copy, as the model really is.
+    """
+    from onnx import numpy_helper
+
+    graph = model.graph
+    first: dict[tuple, str] = {}
+    rename: dict[str, str] = {}
+    keep = []
+    for init in graph.initializer:
+        arr = numpy_helper.to_array(init)
+        key = (init.data_type, tuple(init.dims), hashlib.sha1(arr.tobytes()).hexdigest())
+        if key in first and arr.size > 1:
+            rename[init.name] = first[key]
+        else:
+            first.setdefault(key, init.name)
+            keep.append(init)
+    if not rename:
+        return 0
+    del graph.initializer[:]
+    graph.initializer.extend(keep)
+
+    def fix(g):
+        for node in g.node:
+            for i, name in enumerate(node.input):
+                if name in rename:
+                    node.input[i] = rename[name]
+            for attr in node.attribute:
+                if attr.g is not None and attr.g.node:
+                    fix(attr.g)
+    fix(graph)
+    return len(rename)
+
+
+def export_fp32_raw(model, family, sample: dict[str, np.ndarray], path: Path) -> None:
+    """Plain export with dynamic batch and sequence axes (no fusion)."""
+    import torch
+
+    names = list(family.onnx_inputs)
+    args = tuple(torch.from_numpy(sample[n][:2]) for n in names)
+    out_name = "logits"
+    axes = {n: {0: "batch", 1: "sequence"} for n in names}
+    axes[out_name] = {0: "batch"} if family.task != "causal-lm" else {0: "batch", 1: "sequence"}
+    wrapped = _logits_module(model, names)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        with torch.no_grad():
+            try:
+                torch.onnx.export(wrapped, args, tmp, input_names=names, output_names=[out_name],
+                                  dynamic_axes=axes, opset_version=OPSET, dynamo=False)
+            except Exception as e:  # noqa: BLE001 - fall back to the dynamo exporter
+                log.warning("TorchScript ONNX export failed (%s); trying the dynamo exporter", e)
+                dims = {n: {0: torch.export.Dim("batch"), 1: torch.export.Dim("sequence")} for n in names}
+                prog = torch.onnx.export(wrapped, args, None, input_names=names,
+                                         output_names=[out_name], dynamic_shapes=dims,
+                                         opset_version=max(OPSET, 18), dynamo=True)
+                prog.save(tmp, external_data=False)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _logits_module(model, names: list[str]):
+    """The HF model as a module taking positional inputs and returning only logits."""
+    import inspect
+
+    import torch
+
+    extra = {"use_cache": False} if "use_cache" in inspect.signature(model.forward).parameters else {}
+
+    class LogitsOnly(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, *args):
+            return self.model(**dict(zip(names, args)), **extra, return_dict=True).logits
+
+    return LogitsOnly().eval()
+
+
+def fuse(raw: Path, family, model_config, out: Path) -> dict:
+    """onnxruntime transformer fusion + initializer dedupe; returns the fused-op counts."""
+    import onnx
+    from onnxruntime.transformers.optimizer import optimize_model
+
+    if not family.ort_model_type:
+        model = onnx.load(raw)
+        removed = dedupe_initializers(model)
+        _atomic_save(model, out)
+        return {"fused_ops": {}, "deduplicated_initializers": removed}
+    heads = getattr(model_config, "num_attention_heads", None) or getattr(model_config, "num_heads", 0)
+    hidden = getattr(model_config, "hidden_size", 0)
+    opt = optimize_model(str(raw), model_type=family.ort_model_type, num_heads=heads,
+                         hidden_size=hidden, opt_level=0)
+    stats = {k: v for k, v in opt.get_fused_operator_statistics().items() if v}
+    model = opt.model
+    domains = {n.domain for n in model.graph.node if n.domain}
+    have = {o.domain for o in model.opset_import}
+    for domain in sorted(domains - have):
+        model.opset_import.append(onnx.helper.make_opsetid(domain, 1))
+    removed = dedupe_initializers(model)
+    _atomic_save(model, out)
+    return {"fused_ops": stats, "deduplicated_initializers": removed}
+
+
+def _pre_process(src: Path, dst: Path) -> str:
+    """quant_pre_process, tolerating the known failure on exported transformers.
+
+    Symbolic shape inference gives up ("Incomplete symbolic shape inference") on some
+    exported transformer graphs; auto_merge + guess_output_rank usually gets it through,
+    and plain ONNX shape inference is the last resort. Returns what worked, for the report.
+    """
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    attempts = [
+        ("symbolic shape inference", {}),
+        ("symbolic shape inference (auto_merge, guess_output_rank)",
+         {"auto_merge": True, "guess_output_rank": True}),
+        ("onnx shape inference only (symbolic shape inference failed)", {"skip_symbolic_shape": True}),
+    ]
+    for label, kwargs in attempts:
+        try:
+            quant_pre_process(str(src), str(dst), skip_optimization=True, **kwargs)
+            return label
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises bare Exceptions here
+            log.info("quant_pre_process (%s) failed: %s", label, e)
+    shutil.copyfile(src, dst)
+    return "skipped (shape inference failed)"
+
+
+def _nodes_kept_float(model_path: Path, family) -> list[str]:
+    import onnx
+
+    model = onnx.load(model_path, load_external_data=False)
+    return [n.name for n in model.graph.node if n.op_type in family.keep_float_ops]
+
+
+class _Reader:
+    """CalibrationDataReader over the calibration batch, one sample at a time."""
+
+    def __init__(self, batch, names):
+        self._rows = [{n: batch.inputs[n][i:i + 1] for n in names} for i in range(len(batch))]
+        self._it = iter(self._rows)
+
+    def get_next(self):
+        return next(self._it, None)
+
+    def rewind(self):
+        self._it = iter(self._rows)
+
+
+def quantize_dynamic_int8(fp32: Artifact, family, calibration, config: DynamicInt8, out: Path) -> Artifact:
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        pre_note = _pre_process(fp32.path, pre)
+        tmp_out = Path(tmp) / out.name
+        quantize_dynamic(str(pre), str(tmp_out), op_types_to_quantize=list(family.int8_ops),
+                         per_channel=config.per_channel, reduce_range=config.reduce_range,
+                         weight_type=QuantType.QInt8, nodes_to_exclude=_nodes_kept_float(pre, family),
+                         extra_options={"MatMulConstBOnly": True,
+                                        "DefaultTensorType": onnx.TensorProto.FLOAT})
+        os.replace(tmp_out, out)
+    return Artifact("onnx", "int8-dynamic", out, config_record(config),
+                    {"pre_process": pre_note, "kept_float_op_types": list(family.keep_float_ops),
+                     "int8_op_types": list(family.int8_ops)})
+
+
+def quantize_static_int8(fp32: Artifact, family, calibration, config: StaticInt8, out: Path) -> Artifact:
+    import onnx
+    from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    # QDQ cannot quantize contrib ops (fused Attention, SkipLayerNorm): start from the
+    # plain export; onnxruntime re-fuses the float parts and the QDQ MatMuls at load time.
+    src = fp32.internal.get("plain", fp32.path)
+    with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
+        pre = Path(tmp) / "pre.onnx"
+        pre_note = _pre_process(Path(src), pre)
+        excluded = _nodes_kept_float(pre, family)
+        tmp_out = Path(tmp) / out.name
+        quantize_static(str(pre), str(tmp_out), _Reader(calibration, family.onnx_inputs),
+                        quant_format=QuantFormat.QDQ, op_types_to_quantize=["MatMul"],
+                        per_channel=config.per_channel, activation_type=QuantType.QInt8,
+                        weight_type=QuantType.QInt8, nodes_to_exclude=excluded,
+                        calibrate_method=CalibrationMethod[config.calibrate_method],
+                        extra_options={"ActivationSymmetric": config.activation_symmetric,
+                                       "WeightSymmetric": True, "MatMulConstBOnly": True,
+                                       "DefaultTensorType": onnx.TensorProto.FLOAT})
+        os.replace(tmp_out, out)
+    return Artifact("onnx", "int8-static", out, config_record(config),
+                    {"pre_process": pre_note, "n_calibration": len(calibration),
+                     "kept_float_op_types": list(family.keep_float_ops)})
+
+
+QUANTIZERS = {DynamicInt8: quantize_dynamic_int8, StaticInt8: quantize_static_int8}
+
+
+def check(path: Path) -> None:
+    """Structural check of a file we are about to trust, with a readable error."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path))
+    except Exception as e:  # noqa: BLE001
+        raise EdgeifyError(f"{path}: not a valid ONNX model ({str(e).splitlines()[0][:200]})") from None
+
+
+@register_backend("onnx")
+class OnnxBackend:
+    name = "onnx"
+    suffix = ".onnx"
+
+    def export(self, model, family, sample, out_dir: Path) -> Artifact:
+        import onnx
+
+        raw = out_dir / ".model.raw.onnx"
+        out = out_dir / "model.fp32.onnx"
+        export_fp32_raw(model, family, sample, raw)
+        check(raw)
+        notes = {"opset": OPSET, "exporter": "torch.onnx (TorchScript)",
+                 "raw_size_bytes": raw.stat().st_size}
+        try:
+            notes.update(fuse(raw, family, model.config, out))
+            check_model = onnx.load(out)
+            onnx.checker.check_model(check_model)  # contrib-op domains are accepted
+        except Exception as e:  # noqa: BLE001 - fusion is an optimisation, not a must
+            log.warning("transformer fusion failed (%s); keeping the plain export", e)
+            notes.update({"fused_ops": {}, "fusion_error": str(e)[:300]})
+            m = onnx.load(raw)
+            notes["deduplicated_initializers"] = dedupe_initializers(m)
+            _atomic_save(m, out)
+        # Static QDQ starts from the plain graph (see quantize_static_int8).
+        plain = out_dir / ".model.plain.onnx"
+        m = onnx.load(raw)
+        dedupe_initializers(m)
+        _atomic_save(m, plain)
+        raw.unlink()
+        return Artifact("onnx", "fp32", out, {"type": "Fp32Export", "opset": OPSET},
+                        notes, internal={"plain": plain})
+
+    def quantize(self, fp32: Artifact, family, calibration, config, out_dir: Path) -> Artifact:
+        handler = QUANTIZERS.get(type(config))
+        if handler is None:
+            raise EdgeifyError(f"no ONNX quantizer for {type(config).__name__}; have: "
+                               + ", ".join(t.__name__ for t in QUANTIZERS))
+        name = {DynamicInt8: "model.int8-dynamic.onnx", StaticInt8: "model.int8-static.onnx"}[type(config)]
+        return handler(fp32, family, calibration, config, out_dir / name)
+
+    def int8_configs(self, family) -> list:
+        return [DynamicInt8(), StaticInt8()]

@@ -1,0 +1,90 @@
+"""One registry of model families.
+
+A family module declares everything edgeify needs to know about an architecture in one
+frozen dataclass and registers it; nothing else in the package names a family. Adding a
+family means adding one module here and importing it at the bottom of this file.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from edgeify.errors import UsageError
+
+SEQ_CLS = "sequence-classification"
+CAUSAL_LM = "causal-lm"
+
+
+@dataclass(frozen=True)
+class Family:
+    name: str
+    model_types: tuple[str, ...]
+    task: str
+    config_class: str
+    model_class: str
+    default_checkpoint: str
+    metric: str
+    onnx_inputs: tuple[str, ...]
+    # ONNX op types left in float by int8 quantization: they carry the accuracy
+    # (normalisation, non-linearities, the residual adds feeding them, embeddings).
+    keep_float_ops: tuple[str, ...]
+    # ONNX op types that int8 quantization may touch at all.
+    int8_ops: tuple[str, ...]
+    # onnxruntime.transformers optimizer model_type, or "" for no fusion.
+    ort_model_type: str
+    tokenizer_kind: str
+    starter_config: dict[str, Any] = field(default_factory=dict)
+    # Evaluation data when the user gives no --data (hub: needs internet + `datasets`).
+    default_data: str = ""
+    starter_lr: float = 5e-4
+    aliases: tuple[str, ...] = ()
+
+    def transformers_classes(self) -> tuple[type, type]:
+        import transformers
+
+        return getattr(transformers, self.config_class), getattr(transformers, self.model_class)
+
+    def load_model(self, path: str, **kwargs: Any):
+        """Load with eager attention: onnxruntime fuses Attention only on the eager graph."""
+        _, model_cls = self.transformers_classes()
+        model = model_cls.from_pretrained(path, attn_implementation="eager", **kwargs)
+        return model.eval()
+
+
+_REGISTRY: dict[str, Family] = {}
+
+
+def register(family: Family) -> Family:
+    for key in (family.name, *family.aliases):
+        if key in _REGISTRY:
+            raise ValueError(f"family name {key!r} registered twice")
+        _REGISTRY[key] = family
+    return family
+
+
+def names() -> list[str]:
+    return sorted({f.name for f in _REGISTRY.values()})
+
+
+def get(name: str) -> Family:
+    try:
+        return _REGISTRY[name.lower()]
+    except KeyError:
+        raise UsageError(
+            f"unknown model family {name!r}; accepted: {', '.join(names())}, "
+            "a Hugging Face hub id, or a local model directory"
+        ) from None
+
+
+def for_model_type(model_type: str) -> Family:
+    for fam in _REGISTRY.values():
+        if model_type in fam.model_types:
+            return fam
+    supported = sorted({t for f in _REGISTRY.values() for t in f.model_types})
+    raise UsageError(
+        f"model_type {model_type!r} is not supported; edgeify handles: {', '.join(supported)}"
+    )
+
+
+from edgeify.families import albert, electra, gpt_neo  # noqa: E402,F401  (registration)

@@ -1,0 +1,30 @@
+"""ELECTRA discriminator fine-tuned for sequence classification."""
+
+from edgeify.families import SEQ_CLS, Family, register
+
+# Shared by the BERT-like encoders: what stays float and what int8 may touch.
+ENCODER_KEEP_FLOAT = (
+    "LayerNormalization", "SkipLayerNormalization", "EmbedLayerNormalization",
+    "Gelu", "BiasGelu", "FastGelu", "Erf", "Softmax", "Add", "Gather",
+)
+ENCODER_INT8_OPS = ("MatMul", "Gemm", "Attention")
+
+FAMILY = register(Family(
+    name="electra",
+    model_types=("electra",),
+    task=SEQ_CLS,
+    config_class="ElectraConfig",
+    model_class="ElectraForSequenceClassification",
+    default_checkpoint="howey/electra-small-sst2",
+    metric="accuracy",
+    onnx_inputs=("input_ids", "attention_mask", "token_type_ids"),
+    keep_float_ops=ENCODER_KEEP_FLOAT,
+    int8_ops=ENCODER_INT8_OPS,
+    ort_model_type="bert",
+    tokenizer_kind="wordpiece",
+    default_data="hub:glue@sst2:validation",
+    starter_config=dict(
+        vocab_size=2048, embedding_size=96, hidden_size=128, num_hidden_layers=4,
+        num_attention_heads=4, intermediate_size=512, max_position_embeddings=512,
+    ),
+))

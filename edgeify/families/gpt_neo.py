@@ -1,0 +1,31 @@
+"""GPT-Neo causal LM: alternating global and local (windowed) attention layers."""
+
+from edgeify.families import CAUSAL_LM, Family, register
+
+FAMILY = register(Family(
+    name="gpt-neo",
+    aliases=("gpt_neo", "gptneo"),
+    model_types=("gpt_neo",),
+    task=CAUSAL_LM,
+    config_class="GPTNeoConfig",
+    model_class="GPTNeoForCausalLM",
+    default_checkpoint="EleutherAI/gpt-neo-125m",
+    metric="perplexity",
+    onnx_inputs=("input_ids", "attention_mask"),
+    keep_float_ops=(
+        "LayerNormalization", "SkipLayerNormalization", "Gelu", "FastGelu", "BiasGelu",
+        "Softmax", "Add", "Gather", "Tanh", "Pow",
+    ),
+    int8_ops=("MatMul", "Gemm"),
+    # The gpt2 fusion patterns do not match GPT-Neo's attention (no 1/sqrt(d) scaling,
+    # local window mask); LayerNorm/GELU fusion still applies under "gpt2".
+    ort_model_type="gpt2",
+    tokenizer_kind="bytelevel-bpe",
+    default_data="hub:wikitext@wikitext-2-raw-v1:test",
+    starter_lr=2e-3,
+    starter_config=dict(
+        vocab_size=2048, hidden_size=128, num_layers=4, num_heads=4,
+        attention_types=[[["global", "local"], 2]], window_size=256,
+        max_position_embeddings=512, intermediate_size=512,
+    ),
+))

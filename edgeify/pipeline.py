@@ -1,0 +1,221 @@
+"""Run the stages for one model and one target. Thin: no format logic lives here.
+
+Everything is written into a temporary sibling of the output directory and renamed into
+place at the end, so a failure or Ctrl-C leaves no half-written output behind.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import logging
+import os
+import shutil
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from edgeify import export, report as report_mod, targets
+from edgeify.calibration.datasets import prepare
+from edgeify.errors import UsageError
+from edgeify.evaluate import evaluate, metric_drop, parity
+from edgeify.families import loader
+from edgeify.runtimes import open_runner
+from edgeify.runtimes.torch_runner import TorchRunner
+from edgeify.targets import local
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunConfig:
+    model: str
+    int8: bool = False
+    formats: tuple[str, ...] = ("onnx",)
+    target: str = "host"
+    data: str | None = None
+    text_column: str | None = None
+    label_column: str | None = None
+    n_calibration: int = 128
+    n_eval: int | None = None
+    seq_len: int = 128
+    out_dir: str | None = None
+    force: bool = False
+    # int8 selection budget: accuracy points (classification) or % perplexity (LM)
+    max_accuracy_drop: float = 1.0
+    seed: int = 0
+    eval_batch_size: int = 16
+    bench_seconds: float = 6.0
+    extra: dict = field(default_factory=dict)
+
+
+def default_out_dir(model: str) -> Path:
+    name = Path(model).name if Path(model).expanduser().is_dir() else model.replace("/", "--")
+    return Path("edgeify-out") / name
+
+
+def _check_out_dir(config: RunConfig) -> Path:
+    out = Path(config.out_dir) if config.out_dir else default_out_dir(config.model)
+    if out.exists() and not config.force:
+        raise UsageError(f"output directory {out} already exists; use --force to overwrite it")
+    if out.exists() and not out.is_dir():
+        raise UsageError(f"output path {out} exists and is not a directory")
+    return out
+
+
+class _Staging:
+    """A temp directory beside `final`, renamed onto it on success, removed otherwise."""
+
+    def __init__(self, final: Path):
+        self.final = final
+
+    def __enter__(self) -> Path:
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.final.name}.partial-", dir=self.final.parent))
+        return self.tmp
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is not None:
+            shutil.rmtree(self.tmp, ignore_errors=True)
+            return False
+        if self.final.exists():
+            old = self.final.with_name(f".{self.final.name}.old-{os.getpid()}")
+            os.replace(self.final, old)
+            os.replace(self.tmp, self.final)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(self.tmp, self.final)
+        return False
+
+
+def _entry(fmt: str, precision: str, path: Path, size: int, result, bench: dict, root: Path,
+           baseline_result=None, baseline_bench=None, config=None, notes=None) -> dict:
+    entry = {
+        "format": fmt, "precision": precision, "path": str(path.relative_to(root)),
+        "size_bytes": size, "metric": result.as_dict(),
+        "latency_ms": {"p50": bench["p50"], "p90": bench["p90"], "mean": bench["mean"], "runs": bench["runs"]},
+        "peak_rss_mb": bench["peak_rss_mb"], "runtime": bench["runtime"],
+        "executed_precision": bench["precision"], "threads": bench["threads"], "measured": True,
+    }
+    if baseline_result is not None:
+        entry["metric_delta"] = round(result.value - baseline_result.value, 4)
+        entry["parity"] = parity(result, baseline_result)
+        entry["speedup_vs_baseline"] = round(baseline_bench["p50"] / bench["p50"], 3)
+    if config is not None:
+        entry["config"] = config
+    if notes:
+        entry["notes"] = notes
+    return entry
+
+
+def _select_int8(entries: list[dict], reference: dict, budget: float, metric: str) -> dict | None:
+    """Fastest int8 artifact within the accuracy budget; else the most accurate one."""
+    int8 = [e for e in entries if e["precision"].startswith("int8")]
+    if not int8:
+        return None
+    ref = reference["metric"]["value"]
+    within = [e for e in int8 if metric_drop(e["metric"]["value"], ref, metric) <= budget]
+    unit = "points" if metric == "accuracy" else "% perplexity"
+    if within:
+        best = min(within, key=lambda e: e["latency_ms"]["p50"])
+        reason = (f"fastest int8 within the {budget:g} {unit} budget vs {reference['format']} "
+                  f"{reference['precision']} ({len(within)} of {len(int8)} within)")
+    else:
+        better = (max if metric == "accuracy" else min)
+        best = better(int8, key=lambda e: e["metric"]["value"])
+        reason = f"no int8 artifact within the {budget:g} {unit} budget; kept the most accurate"
+    best["selected"] = True
+    return {"chosen": best["path"], "reason": reason, "budget": budget}
+
+
+def run(config: RunConfig, log_fn: Callable[[str], None] = print) -> dict:
+    target = targets.get(config.target)
+    backends = [export.get_backend(f) for f in config.formats]
+    if config.seq_len < 8:
+        raise UsageError(f"--seq-len must be at least 8, got {config.seq_len}")
+    final = _check_out_dir(config)
+
+    log_fn(f"[1/5] loading model {config.model}")
+    loaded = loader.resolve(config.model, log_fn=log_fn)
+    family = loaded.family
+    log_fn(f"      {family.name} ({family.task}), {loaded.params:,} parameters, source: {loaded.source}")
+
+    log_fn("[2/5] reading data")
+    data = prepare(family, loaded.tokenizer, loaded.model.config.id2label, config.data,
+                   seq_len=config.seq_len, n_calibration=config.n_calibration, n_eval=config.n_eval,
+                   synthetic_default=loaded.source == "starter", text_column=config.text_column,
+                   label_column=config.label_column, seed=config.seed)
+    log_fn(f"      {data.description}: {len(data.evaluation)} eval / {len(data.calibration)} calibration")
+    bench_feeds = data.evaluation.rows(0, 1)
+    bench = lambda path: local.measure(path, bench_feeds, target.threads,  # noqa: E731
+                                       max_seconds=config.bench_seconds)
+
+    with _Staging(final) as out:
+        log_fn("[3/5] PyTorch fp32 baseline: evaluate and time")
+        base_dir = out / "pytorch"
+        loaded.model.save_pretrained(base_dir)
+        loaded.tokenizer.save_pretrained(base_dir)
+        if loaded.starter:
+            (base_dir / "starter.json").write_text(json.dumps(loaded.starter, indent=2))
+        torch_runner = TorchRunner(loaded.model, target.threads, family=family)
+        base_result = evaluate(torch_runner, data.evaluation, family.task,
+                               config.eval_batch_size, desc="pytorch fp32")
+        base_bench = bench(base_dir)
+        base_size = sum(p.stat().st_size for p in base_dir.glob("*.safetensors")) or \
+            sum(p.stat().st_size for p in base_dir.glob("*.bin"))
+        baseline = _entry("pytorch", "fp32", base_dir, base_size, base_result, base_bench, out)
+
+        entries: list[dict] = []
+        selection = None
+        for backend in backends:
+            fmt_dir = out / backend.name
+            fmt_dir.mkdir()
+            log_fn(f"[4/5] {backend.name}: export fp32")
+            fp32 = backend.export(loaded.model, family, data.calibration.inputs, fmt_dir)
+            artifacts = [fp32]
+            if config.int8:
+                for qconfig in backend.int8_configs(family):
+                    log_fn(f"      {backend.name}: quantize {type(qconfig).__name__}")
+                    artifacts.append(backend.quantize(fp32, family, data.calibration, qconfig, fmt_dir))
+            fmt_entries = []
+            for art in artifacts:
+                label = f"{art.format} {art.precision}"
+                log_fn(f"[5/5] {label}: evaluate and time")
+                result = evaluate(open_runner(art.path, target.threads), data.evaluation,
+                                  family.task, config.eval_batch_size, desc=label)
+                fmt_entries.append(_entry(art.format, art.precision, art.path, art.size_bytes, result,
+                                          bench(art.path), out, base_result, base_bench,
+                                          art.config, art.notes))
+            for art in artifacts:
+                for helper in art.internal.values():
+                    Path(helper).unlink(missing_ok=True)
+            if config.int8:
+                selection = _select_int8(fmt_entries, fmt_entries[0], config.max_accuracy_drop,
+                                         base_result.metric) or selection
+            entries += fmt_entries
+
+        rep = {
+            "edgeify_version": report_mod.versions().get("edgeify", "unknown"),
+            "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+            "config": {k: v for k, v in asdict(config).items() if k != "extra"},
+            "model": {"id": loaded.model_id, "family": family.name, "task": family.task,
+                      "params": loaded.params, "source": loaded.source,
+                      **({"starter": loaded.starter} if loaded.starter else {})},
+            "data": {"eval": data.description, "n_eval": len(data.evaluation),
+                     "n_calibration": len(data.calibration), "seq_len": config.seq_len,
+                     **({"labels": data.labels} if data.labels else {})},
+            "target": {"name": target.name, "description": target.description,
+                       "threads": target.threads, "measured": target.measured,
+                       "cpu": targets.cpu_description()},
+            "baseline": baseline,
+            "artifacts": entries,
+            "selection": selection,
+            "versions": report_mod.versions(),
+        }
+        report_mod.write(rep, out)
+    rep["output_dir"] = str(final)
+    log_fn("")
+    log_fn(report_mod.terminal_table(rep))
+    log_fn(f"\nreport: {final / 'report.md'}")
+    return rep

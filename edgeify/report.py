@@ -1,0 +1,102 @@
+"""report.json, report.md and the terminal summary table."""
+
+from __future__ import annotations
+
+import json
+import platform
+from importlib import metadata
+from pathlib import Path
+
+LIBRARIES = ("edgeify", "torch", "transformers", "tokenizers", "onnx", "onnxruntime", "numpy",
+             "openvino", "nncf", "ai-edge-litert", "tflite-runtime", "litert-torch")
+
+
+def versions() -> dict[str, str]:
+    out = {"python": platform.python_version()}
+    for lib in LIBRARIES:
+        try:
+            out[lib] = metadata.version(lib)
+        except metadata.PackageNotFoundError:
+            continue
+    return out
+
+
+def _fmt(value, digits=2) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def rows(report: dict) -> list[dict]:
+    """Baseline first, then artifacts; the fields the tables show."""
+    out = []
+    base = report["baseline"]
+    for entry in [base, *report["artifacts"]]:
+        lat = entry.get("latency_ms") or {}
+        par = entry.get("parity") or {}
+        out.append({
+            "artifact": f"{entry['format']} {entry['precision']}" + (" *" if entry.get("selected") else ""),
+            "metric": _fmt(entry["metric"]["value"]),
+            "delta": "" if entry is base else f"{entry['metric_delta']:+.2f}",
+            "p50": _fmt(lat.get("p50")), "p90": _fmt(lat.get("p90")),
+            "speedup": "1.00x" if entry is base else (f"{entry['speedup_vs_baseline']:.2f}x"
+                                                       if entry.get("speedup_vs_baseline") else "-"),
+            "size": f"{entry['size_bytes'] / 2**20:.1f}",
+            "rss": _fmt(entry.get("peak_rss_mb"), 0),
+            "parity": "" if entry is base else (f"{par.get('max_abs_diff', float('nan')):.2g} / "
+                                                f"{par.get('argmax_agreement_pct', float('nan')):.1f}%"),
+        })
+    return out
+
+
+def _headers(report: dict) -> dict[str, str]:
+    metric = report["baseline"]["metric"]["name"]
+    delta = "Δ pts" if metric == "accuracy" else "Δ %"
+    return {"artifact": "artifact", "metric": metric, "delta": delta, "p50": "p50 ms",
+            "p90": "p90 ms", "speedup": "speed-up", "size": "size MB", "rss": "peak RSS MB",
+            "parity": "max|Δlogit| / argmax agree"}
+
+
+def terminal_table(report: dict) -> str:
+    heads = _headers(report)
+    data = rows(report)
+    widths = {k: max(len(heads[k]), *(len(r[k]) for r in data)) for k in heads}
+    line = "  ".join(heads[k].ljust(widths[k]) for k in heads)
+    sep = "  ".join("-" * widths[k] for k in heads)
+    body = ["  ".join(r[k].ljust(widths[k]) for k in heads) for r in data]
+    return "\n".join([line, sep, *body])
+
+
+def markdown(report: dict) -> str:
+    m, d, t = report["model"], report["data"], report["target"]
+    heads = _headers(report)
+    lines = [f"# edgeify report: {m['id']}", ""]
+    if m["source"] == "starter":
+        held = (m.get("starter") or {}).get("held_out", {})
+        lines += [f"> **STARTER MODEL** — not a pretrained model. A small {m['family']} trained "
+                  f"offline by edgeify on its own generated data (held-out {held.get('name')}: "
+                  f"{held.get('value')}). Use a real checkpoint for real numbers.", ""]
+    lines += [
+        f"- model: `{m['id']}` ({m['family']}, {m['task']}, {m['params']:,} parameters, source: {m['source']})",
+        f"- data: {d['eval']} — {d['n_eval']} evaluation / {d['n_calibration']} calibration samples, seq len {d['seq_len']}",
+        f"- target: `{t['name']}` — {t['description']}, {t['threads']} threads; CPU: {t['cpu']}",
+        f"- latency: batch 1, seq {d['seq_len']}, {'measured on the device itself' if t['measured'] else 'estimated'}",
+        "",
+        "| " + " | ".join(heads.values()) + " |",
+        "|" + "|".join("---" for _ in heads) + "|",
+    ]
+    lines += ["| " + " | ".join(r[k] for k in heads) + " |" for r in rows(report)]
+    lines.append("")
+    sel = report.get("selection")
+    if sel:
+        lines += [f"`*` selected int8 artifact: **{sel['chosen']}** — {sel['reason']}", ""]
+    lines += ["## Artifacts", ""]
+    for a in report["artifacts"]:
+        lines.append(f"- `{a['path']}` ({a['format']} {a['precision']}): config `{json.dumps(a['config'])}`")
+        for key, value in a.get("notes", {}).items():
+            lines.append(f"  - {key}: `{json.dumps(value)}`")
+    lines += ["", "## Versions", "", ", ".join(f"{k} {v}" for k, v in report["versions"].items()), ""]
+    return "\n".join(lines)
+
+
+def write(report: dict, out_dir: Path) -> None:
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
+    (out_dir / "report.md").write_text(markdown(report))

@@ -1,0 +1,71 @@
+"""One small runner per runtime, all with the same interface.
+
+A runner loads one artifact and maps a dict of numpy inputs (keyed by ONNX input name)
+to a numpy array of logits. Evaluation and benchmarking only ever see this interface.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable, Protocol
+
+import numpy as np
+
+from edgeify.errors import UsageError
+
+
+class Runner(Protocol):
+    runtime: str          # e.g. "onnxruntime 1.32.0"
+    precision: str        # what actually executed, as far as the runtime tells
+    input_names: tuple[str, ...]
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray: ...
+
+
+# (predicate on the path, factory(path, threads) -> Runner), tried in order
+_OPENERS: list[tuple[str, Callable[[Path], bool], Callable[..., Runner]]] = []
+
+
+def register_runner(name: str, matches: Callable[[Path], bool]):
+    def deco(factory):
+        _OPENERS.append((name, matches, factory))
+        return factory
+    return deco
+
+
+def open_runner(path: str | Path, threads: int) -> Runner:
+    """Open an artifact with the runtime its file type calls for."""
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"artifact not found: {path}")
+    for _, matches, factory in _OPENERS:
+        if matches(path):
+            return factory(path, threads)
+    kinds = ", ".join(name for name, _, _ in _OPENERS)
+    raise UsageError(f"{path}: not an artifact edgeify can run; accepted: {kinds}")
+
+
+from edgeify.runtimes import onnxruntime_runner as _ort, torch_runner as _torch  # noqa: E402,F401
+
+
+def input_names(path: Path) -> tuple[str, ...]:
+    """The inputs an artifact expects, without loading its weights."""
+    path = Path(path)
+    if path.is_file() and path.suffix == ".onnx":
+        import onnx
+
+        try:
+            graph = onnx.load(str(path), load_external_data=False).graph
+        except Exception as e:  # noqa: BLE001
+            from edgeify.errors import EdgeifyError
+
+            raise EdgeifyError(f"{path}: cannot read ONNX model ({str(e)[:200]})") from None
+        inits = {i.name for i in graph.initializer}
+        return tuple(i.name for i in graph.input if i.name not in inits)
+    if path.is_dir() and (path / "config.json").exists():
+        from edgeify.families.loader import _family_of_dir
+
+        return _family_of_dir(path).onnx_inputs
+    if not path.exists():
+        raise UsageError(f"artifact not found: {path}")
+    raise UsageError(f"{path}: not an artifact edgeify can run")

@@ -1,0 +1,39 @@
+"""Latency and peak memory of one artifact, timed in a fresh child process.
+
+A fresh process per artifact keeps the measurements apart: no warm caches or arenas
+from the previous model, and its peak RSS is the artifact's own (plus the runtime).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from edgeify.errors import EdgeifyError
+
+
+def measure(artifact: str | Path, feeds: dict[str, np.ndarray], threads: int,
+            warmup: int = 10, min_runs: int = 30, max_runs: int = 300,
+            max_seconds: float = 6.0, timeout: float = 600.0) -> dict:
+    """Latency p50/p90 (ms) at the given inputs' shape, plus peak RSS (MB)."""
+    with tempfile.TemporaryDirectory(prefix="edgeify-bench-") as tmp:
+        inputs = Path(tmp) / "inputs.npz"
+        np.savez(inputs, **feeds)
+        spec = dict(artifact=str(artifact), inputs=str(inputs), threads=threads, warmup=warmup,
+                    min_runs=min_runs, max_runs=max_runs, max_seconds=max_seconds)
+        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        try:
+            proc = subprocess.run([sys.executable, "-m", "edgeify.targets.child", json.dumps(spec)],
+                                  capture_output=True, text=True, timeout=timeout, env=env)
+        except subprocess.TimeoutExpired:
+            raise EdgeifyError(f"benchmark of {artifact} timed out after {timeout:.0f}s") from None
+    if proc.returncode != 0:
+        tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise EdgeifyError(f"benchmark of {artifact} failed: {tail[:300]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
