@@ -73,15 +73,17 @@ def cli():
               help="int8 budget: accuracy points (or % perplexity) an int8 artifact may lose.")
 @click.option("-o", "--out", "out_dir", help="Output directory [default: edgeify-out/<model>].")
 @click.option("--force", is_flag=True, help="Overwrite an existing output directory.")
+@click.option("--bench-seconds", default=6.0, show_default=True, type=click.FloatRange(0.0),
+              help="Timing budget per artifact (at least 30 timed runs after 10 warm-up runs).")
 @debug_option
 def run_cmd(model, int8, formats, target, data, text_column, label_column, seq_len, n_calibration,
-            n_eval, max_accuracy_drop, out_dir, force, debug):
+            n_eval, max_accuracy_drop, out_dir, force, bench_seconds, debug):
     from edgeify.pipeline import RunConfig, run
 
     config = RunConfig(model=model, int8=int8, formats=_formats(formats), target=target, data=data,
                        text_column=text_column, label_column=label_column, seq_len=seq_len,
                        n_calibration=n_calibration, n_eval=n_eval, out_dir=out_dir, force=force,
-                       max_accuracy_drop=max_accuracy_drop)
+                       max_accuracy_drop=max_accuracy_drop, bench_seconds=bench_seconds)
     run(config, log_fn=lambda msg: click.echo(msg, err=False))
 
 
@@ -131,7 +133,7 @@ def eval_cmd(artifact, data, model_dir, text_column, label_column, seq_len, n_ev
     from transformers import AutoConfig, AutoTokenizer
 
     from edgeify import families, targets
-    from edgeify.calibration.datasets import prepare
+    from edgeify.calibration.datasets import load_examples, prepare
     from edgeify.evaluate import evaluate
     from edgeify.runtimes import open_runner
 
@@ -141,8 +143,10 @@ def eval_cmd(artifact, data, model_dir, text_column, label_column, seq_len, n_ev
     config = AutoConfig.from_pretrained(ref)
     family = families.for_model_type(config.model_type)
     tokenizer = AutoTokenizer.from_pretrained(ref)
-    prepared = prepare(family, tokenizer, config.id2label, data, seq_len=seq_len, n_calibration=1,
-                       n_eval=n_eval, text_column=text_column, label_column=label_column)
+    examples = load_examples(family, data, synthetic_default=False, n_wanted=0,
+                             text_column=text_column, label_column=label_column)
+    prepared = prepare(family, tokenizer, config.id2label, *examples, seq_len=seq_len,
+                       n_calibration=1, n_eval=n_eval or len(examples[0]))
     result = evaluate(runner, prepared.evaluation, family.task)
     click.echo(json.dumps({"artifact": str(artifact), "data": prepared.description,
                            "metric": result.as_dict(), "runtime": runner.runtime}, indent=2))

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Callable
 
 from edgeify import export, report as report_mod, targets
-from edgeify.calibration.datasets import prepare
+from edgeify.calibration.datasets import DEFAULT_N_EVAL, load_examples, prepare
 from edgeify.errors import UsageError
 from edgeify.evaluate import evaluate, metric_drop, parity
 from edgeify.families import loader
@@ -136,16 +136,27 @@ def run(config: RunConfig, log_fn: Callable[[str], None] = print) -> dict:
         raise UsageError(f"--seq-len must be at least 8, got {config.seq_len}")
     final = _check_out_dir(config)
 
+    # A user's data file is read before any model is loaded or built: a typo fails at once.
+    family = loader.peek_family(config.model)
+    examples = None
+    if config.data and family is not None:
+        examples = load_examples(family, config.data, synthetic_default=False, n_wanted=0,
+                                 text_column=config.text_column, label_column=config.label_column)
+
     log_fn(f"[1/5] loading model {config.model}")
     loaded = loader.resolve(config.model, log_fn=log_fn)
     family = loaded.family
     log_fn(f"      {family.name} ({family.task}), {loaded.params:,} parameters, source: {loaded.source}")
 
     log_fn("[2/5] reading data")
-    data = prepare(family, loaded.tokenizer, loaded.model.config.id2label, config.data,
+    if examples is None:
+        n_wanted = (config.n_eval or DEFAULT_N_EVAL[family.task]) + config.n_calibration
+        examples = load_examples(family, config.data, synthetic_default=loaded.source == "starter",
+                                 n_wanted=n_wanted, text_column=config.text_column,
+                                 label_column=config.label_column)
+    data = prepare(family, loaded.tokenizer, loaded.model.config.id2label, *examples,
                    seq_len=config.seq_len, n_calibration=config.n_calibration, n_eval=config.n_eval,
-                   synthetic_default=loaded.source == "starter", text_column=config.text_column,
-                   label_column=config.label_column, seed=config.seed)
+                   seed=config.seed)
     log_fn(f"      {data.description}: {len(data.evaluation)} eval / {len(data.calibration)} calibration")
     bench_feeds = data.evaluation.rows(0, 1)
     bench = lambda path: local.measure(path, bench_feeds, target.threads,  # noqa: E731

@@ -60,24 +60,31 @@ def _synthetic(task: str, n: int) -> tuple[list[Example], str]:
             "synthetic reviews (edgeify-generated, not used in starter training)")
 
 
-def prepare(family, tokenizer, id2label: dict | None, data: str | None, *, seq_len: int,
-            n_calibration: int, n_eval: int | None, synthetic_default: bool = False,
-            text_column: str | None = None, label_column: str | None = None,
-            seed: int = DEFAULT_SEED) -> Prepared:
-    """Without --data: the synthetic set for starters, else the family's hub default."""
-    task = family.task
-    needs_labels = task != CAUSAL_LM
-    n_eval = n_eval or DEFAULT_N_EVAL[task]
-    if data and data.startswith("hub:"):
-        examples, desc = read_hub(data, needs_labels, text_column, label_column), data
-    elif data:
-        examples, desc = read_examples(data, needs_labels=needs_labels, text_column=text_column,
-                                       label_column=label_column), str(data)
-    elif synthetic_default:
-        examples, desc = _synthetic(task, n_eval + n_calibration)
-    else:
-        examples, desc = read_hub(family.default_data, needs_labels, None, None), family.default_data
+def load_examples(family, data: str | None, *, synthetic_default: bool, n_wanted: int,
+                  text_column: str | None = None, label_column: str | None = None
+                  ) -> tuple[list[Example], str]:
+    """The raw examples and a description of where they came from.
 
+    Without --data: the synthetic set for starters, else the family's hub default.
+    Cheap to call before the model is loaded, so a bad file fails fast.
+    """
+    needs_labels = family.task != CAUSAL_LM
+    if data and data.startswith("hub:"):
+        return read_hub(data, needs_labels, text_column, label_column), data
+    if data:
+        return read_examples(data, needs_labels=needs_labels, text_column=text_column,
+                             label_column=label_column), str(data)
+    if synthetic_default:
+        return _synthetic(family.task, n_wanted)
+    return read_hub(family.default_data, needs_labels, None, None), family.default_data
+
+
+def prepare(family, tokenizer, id2label: dict | None, examples: list[Example], desc: str, *,
+            seq_len: int, n_calibration: int, n_eval: int | None,
+            seed: int = DEFAULT_SEED) -> Prepared:
+    """Tokenize and split: evaluation and calibration sets never overlap."""
+    task = family.task
+    n_eval = n_eval or DEFAULT_N_EVAL[task]
     if task == CAUSAL_LM:
         windows = encode_language_model(tokenizer, [e.text for e in examples], seq_len, family.onnx_inputs)
         if len(windows) < 2:

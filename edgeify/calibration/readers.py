@@ -48,7 +48,7 @@ def _read_rows(path: Path) -> list[dict]:
     if suffix in TABLE_SUFFIXES:
         reader = csv.DictReader(raw.splitlines(), delimiter=TABLE_SUFFIXES[suffix])
         if not reader.fieldnames:
-            raise UsageError(f"{path}: empty file (no header row)")
+            raise UsageError(f"{path}: empty data file (no header row)")
         return [dict(r) for r in reader]
     rows = []
     for n, line in enumerate(raw.splitlines(), 1):

@@ -46,6 +46,19 @@ def _family_of_dir(path: Path) -> families.Family:
     return families.for_model_type(model_type)
 
 
+def peek_family(spec: str) -> families.Family | None:
+    """The family a model spec will resolve to, without loading weights (None: a hub id)."""
+    path = Path(spec).expanduser()
+    if path.is_dir():
+        return _family_of_dir(path)
+    try:
+        return families.get(spec)
+    except UsageError:
+        if "/" not in spec and not path.exists():
+            raise
+        return None
+
+
 def load_local(path: Path) -> LoadedModel:
     from transformers import AutoTokenizer
 
@@ -73,6 +86,9 @@ def _load_hub(model_id: str, family: families.Family | None) -> LoadedModel:
 
 
 def resolve(spec: str, log_fn: Callable[[str], None] = print, allow_starter: bool = True) -> LoadedModel:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # per-tensor "Loading weights" bars drown our log
     path = Path(spec).expanduser()
     if path.is_dir():
         return load_local(path)

@@ -118,9 +118,15 @@ def _held_out_metric(family: Family, model, feeds, labels) -> tuple[str, float]:
     return "accuracy", float((preds == labels).float().mean().item() * 100)
 
 
-def build_starter(family: Family, log=print, seconds: float = TRAIN_SECONDS) -> Path:
-    """Build (or reuse) the family's starter model under the user cache dir."""
+def build_starter(family: Family, log=print, seconds: float | None = None) -> Path:
+    """Build (or reuse) the family's starter model under the user cache dir.
+
+    EDGEIFY_STARTER_SECONDS shortens training (tests use a few seconds).
+    """
     from tqdm.auto import tqdm
+
+    if seconds is None:
+        seconds = float(os.environ.get("EDGEIFY_STARTER_SECONDS", TRAIN_SECONDS))
 
     final = starter_dir(family)
     if (final / "starter.json").exists():

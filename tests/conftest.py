@@ -1,0 +1,48 @@
+"""Shared fixtures: tiny starter models (real tokenizer, real architecture, seconds of
+training) in a per-session cache, and paths to the real files in ../shared/data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_env(tmp_path_factory):
+    """Offline, a throw-away starter cache, and short starter training for every test."""
+    cache = tmp_path_factory.mktemp("edgeify-cache")
+    old = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "EDGEIFY_CACHE", "EDGEIFY_STARTER_SECONDS")}
+    os.environ.update(HF_HUB_OFFLINE="1", EDGEIFY_CACHE=str(cache), EDGEIFY_STARTER_SECONDS="6")
+    yield cache
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="session")
+def starter_dir():
+    """family name -> directory of its (tiny, quickly trained) starter model."""
+    from edgeify import families
+    from edgeify.families.starter import build_starter
+
+    built: dict[str, Path] = {}
+
+    def get(name: str) -> Path:
+        if name not in built:
+            built[name] = build_starter(families.get(name), log=lambda *_: None)
+        return built[name]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real data folder {SHARED_DATA} is absent (only in the project's workspace)")
+    return SHARED_DATA

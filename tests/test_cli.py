@@ -1,0 +1,177 @@
+"""The CLI end to end for each family, and every bad input: a clear one-line message,
+the right exit code, and no partial output left behind."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from edgeify.cli import main
+
+FAST = ["--n-eval", "48", "--n-calibration", "16", "--bench-seconds", "0.2", "--seq-len", "32"]
+
+
+def _no_leftovers(parent: Path, name: str) -> None:
+    assert not (parent / name).exists(), f"{parent / name} was left behind"
+    partial = [p.name for p in parent.iterdir() if p.name.startswith(f".{name}.")] if parent.exists() else []
+    assert partial == [], f"partial output left behind: {partial}"
+
+
+@pytest.fixture()
+def labelled_csv(tmp_path):
+    path = tmp_path / "reviews.csv"
+    rows = ["sentence,label"] + [f"the movie was {'great' if i % 2 else 'awful'} {i},"
+                                 f"{'positive' if i % 2 else 'negative'}" for i in range(80)]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+@pytest.mark.parametrize("family", ["electra", "albert", "gpt-neo"])
+def test_end_to_end_int8_report(family, tmp_path, starter_dir, capsys):
+    starter_dir(family)  # build once per session; the CLI then finds it in the cache
+    out = tmp_path / "out"
+    assert main([family, "--int8", "-o", str(out), *FAST]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["model"]["family"] == family
+    assert report["model"]["source"] == "starter"
+    assert report["model"]["params"] > 0
+    assert report["data"]["n_eval"] > 0 and report["data"]["n_calibration"] > 0
+    assert report["target"]["name"] == "host" and report["target"]["threads"] >= 1
+    metric = "perplexity" if family == "gpt-neo" else "accuracy"
+    precisions = [a["precision"] for a in report["artifacts"]]
+    assert precisions == ["fp32", "int8-dynamic", "int8-static"]
+    for entry in [report["baseline"], *report["artifacts"]]:
+        assert entry["metric"]["name"] == metric and entry["metric"]["value"] > 0
+        assert 0 < entry["latency_ms"]["p50"] <= entry["latency_ms"]["p90"]
+        assert entry["size_bytes"] > 0 and entry["measured"] is True
+        assert (out / entry["path"]).exists()
+    fp32 = report["artifacts"][0]
+    assert fp32["parity"]["max_abs_diff"] < 1e-3
+    assert fp32["parity"]["argmax_agreement_pct"] > 99
+    assert sum(a.get("selected", False) for a in report["artifacts"]) == 1
+    assert {"torch", "transformers", "onnx", "onnxruntime"} <= set(report["versions"])
+    assert "STARTER" in (out / "report.md").read_text()
+    printed = capsys.readouterr().out
+    assert "onnx int8-dynamic" in printed and "pytorch fp32" in printed
+
+
+def test_help_and_targets(capsys):
+    assert main(["--help"]) == 0
+    assert "MODEL" in capsys.readouterr().out
+    assert main(["targets"]) == 0
+    assert "host" in capsys.readouterr().out
+
+
+def test_console_script_installed():
+    proc = subprocess.run(["edgeify", "--version"], capture_output=True, text=True)
+    assert proc.returncode == 0 and "version" in proc.stdout
+
+
+def test_unknown_model(tmp_path, capsys):
+    assert main(["bert-huge", "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert "unknown model family 'bert-huge'" in err and "albert, electra, gpt-neo" in err
+    assert "Traceback" not in err
+    _no_leftovers(tmp_path, "o")
+
+
+def test_unknown_format_and_target(tmp_path, capsys):
+    assert main(["electra", "--formats", "pdf", "-o", str(tmp_path / "o")]) == 2
+    assert "accepted formats are onnx" in capsys.readouterr().err
+    assert main(["electra", "--target", "toaster", "-o", str(tmp_path / "o")]) == 2
+    assert "unknown target 'toaster'; accepted: host" in capsys.readouterr().err
+    _no_leftovers(tmp_path, "o")
+
+
+@pytest.mark.parametrize("content,expected", [
+    (None, "data file not found"),
+    ("", "empty data file"),
+    ("sentence,label\n", "empty data file"),
+])
+def test_missing_or_empty_data(tmp_path, starter_dir, capsys, content, expected):
+    starter_dir("electra")
+    data = tmp_path / "d.csv"
+    if content is not None:
+        data.write_text(content)
+    assert main(["electra", "--data", str(data), "-o", str(tmp_path / "o"), *FAST]) == 2
+    assert expected in capsys.readouterr().err
+    _no_leftovers(tmp_path, "o")
+
+
+def test_wrong_columns(tmp_path, starter_dir, labelled_csv, capsys):
+    starter_dir("electra")
+    assert main(["electra", "--data", str(labelled_csv), "--text-column", "review",
+                 "-o", str(tmp_path / "o"), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "no text column 'review'" in err and "sentence, label" in err
+    _no_leftovers(tmp_path, "o")
+
+
+def test_labels_the_model_does_not_have(tmp_path, starter_dir, capsys):
+    starter_dir("electra")
+    data = tmp_path / "d.tsv"
+    data.write_text("text\tlabel\nhello there\tneutral\nnice\tpositive\nbad\tspam\n")
+    assert main(["electra", "--data", str(data), "-o", str(tmp_path / "o"), *FAST]) == 2
+    err = capsys.readouterr().err
+    assert "labels the model does not have: neutral, spam" in err
+    assert "0=negative, 1=positive" in err
+    _no_leftovers(tmp_path, "o")
+
+
+def test_existing_output_dir_is_refused_then_forced(tmp_path, starter_dir, labelled_csv, capsys):
+    starter_dir("electra")
+    out = tmp_path / "o"
+    out.mkdir()
+    (out / "keep.txt").write_text("mine")
+    assert main(["electra", "--data", str(labelled_csv), "-o", str(out), *FAST]) == 2
+    assert "already exists; use --force" in capsys.readouterr().err
+    assert (out / "keep.txt").read_text() == "mine"
+    assert main(["electra", "--data", str(labelled_csv), "-o", str(out), "--force", *FAST]) == 0
+    assert (out / "report.json").exists() and not (out / "keep.txt").exists()
+    _no_leftovers(tmp_path, "o.partial")  # no staging dirs left either
+
+
+@pytest.mark.parametrize("damage", ["garbage", "truncated"])
+def test_corrupt_onnx_artifact(tmp_path, starter_dir, labelled_csv, capsys, damage):
+    starter_dir("electra")
+    out = tmp_path / "o"
+    assert main(["electra", "--data", str(labelled_csv), "-o", str(out), *FAST]) == 0
+    good = out / "onnx" / "model.fp32.onnx"
+    bad = out / "onnx" / "bad.onnx"
+    blob = good.read_bytes()
+    bad.write_bytes(b"not an onnx model at all" * 10 if damage == "garbage" else blob[: len(blob) // 2])
+    capsys.readouterr()
+    assert main(["eval", str(bad), "--data", str(labelled_csv), "--seq-len", "32"]) == 1
+    err = capsys.readouterr().err
+    assert str(bad) in err and ("cannot load ONNX model" in err or "cannot read ONNX model" in err)
+    assert "Traceback" not in err
+    assert main(["bench", str(bad), "--seq-len", "32", "--seconds", "0.2"]) == 1
+    assert str(bad) in capsys.readouterr().err
+    # the good artifact still evaluates through the same subcommand
+    assert main(["eval", str(good), "--data", str(labelled_csv), "--seq-len", "32"]) == 0
+    assert json.loads(capsys.readouterr().out)["metric"]["name"] == "accuracy"
+
+
+def test_ctrl_c_during_export_leaves_nothing(tmp_path, starter_dir, labelled_csv):
+    starter_dir("electra")
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.Popen([sys.executable, "-m", "edgeify.cli", "electra", "--int8", "--data",
+                             str(labelled_csv), "-o", str(tmp_path / "o"), *FAST],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+    seen = []
+    for line in proc.stdout:
+        seen.append(line)
+        if "export fp32" in line:
+            proc.send_signal(signal.SIGINT)
+            break
+    _, err = proc.communicate(timeout=120)
+    assert any("export fp32" in s for s in seen), seen
+    assert proc.returncode == 130, (proc.returncode, err[-500:])
+    assert "interrupted" in err
+    _no_leftovers(tmp_path, "o")
