@@ -54,7 +54,8 @@ def read_hub(spec: str, needs_labels: bool, text_column: str | None,
 
 def _synthetic(task: str, n: int) -> tuple[list[Example], str]:
     if task == CAUSAL_LM:
-        return ([Example(t) for t in synthetic.paragraphs(max(200, n // 2), seed=SYNTHETIC_SEED)],
+        # ~70 tokens a paragraph: three paragraphs per wanted 128-token window
+        return ([Example(t) for t in synthetic.paragraphs(max(200, 3 * n), seed=SYNTHETIC_SEED)],
                 "synthetic text (edgeify-generated, not used in starter training)")
     return ([Example(t, lab) for t, lab in synthetic.labelled_reviews(n + 512, seed=SYNTHETIC_SEED)],
             "synthetic reviews (edgeify-generated, not used in starter training)")

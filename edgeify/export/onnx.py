@@ -7,6 +7,7 @@ dynamo/SDPA export. The dynamo exporter is kept as a fallback for models it cann
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -167,6 +168,16 @@ def fuse(raw: Path, family, model_config, out: Path) -> dict:
     return {"fused_ops": stats, "deduplicated_initializers": removed}
 
 
+@contextlib.contextmanager
+def _inside(directory: Path):
+    old = os.getcwd()
+    os.chdir(directory)
+    try:
+        yield
+    finally:
+        os.chdir(old)
+
+
 def _pre_process(src: Path, dst: Path) -> str:
     """quant_pre_process, tolerating the known failure on exported transformers.
 
@@ -176,6 +187,7 @@ def _pre_process(src: Path, dst: Path) -> str:
     """
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
+    src, dst = Path(src).resolve(), Path(dst).resolve()
     attempts = [
         ("symbolic shape inference", {}),
         ("symbolic shape inference (auto_merge, guess_output_rank)",
@@ -184,7 +196,9 @@ def _pre_process(src: Path, dst: Path) -> str:
     ]
     for label, kwargs in attempts:
         try:
-            quant_pre_process(str(src), str(dst), skip_optimization=True, **kwargs)
+            # symbolic shape inference drops scratch files into the working directory
+            with _inside(dst.parent):
+                quant_pre_process(str(src), str(dst), skip_optimization=True, **kwargs)
             return label
         except Exception as e:  # noqa: BLE001 - onnxruntime raises bare Exceptions here
             log.info("quant_pre_process (%s) failed: %s", label, e)
