@@ -63,7 +63,7 @@ def cli():
 @click.option("--int8", is_flag=True, help="Also produce int8 artifacts (dynamic and static) and pick the best.")
 @click.option("--formats", default="onnx", show_default=True, help="Comma-separated export formats, or 'all'.")
 @click.option("--target", default="host", show_default=True, help="Hardware target (see `edgeify targets`).")
-@click.option("--data", help="Eval/calibration data: .csv/.tsv/.jsonl (text + label) or .txt (LM), or hub:PATH[@CONFIG][:SPLIT].")
+@click.option("--data", help="Eval/calibration data: .csv/.tsv/.jsonl (text + label), .txt (LM), hub:PATH[@CONFIG][:SPLIT], or 'synthetic'.")
 @click.option("--text-column", help="Text column (default: first of sentence, text, content, review, tweet).")
 @click.option("--label-column", help="Label column (default: first of label, labels, sentiment, class).")
 @click.option("--seq-len", default=128, show_default=True, type=click.IntRange(8, 4096), help="Fixed sequence length.")

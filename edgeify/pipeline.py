@@ -139,7 +139,7 @@ def run(config: RunConfig, log_fn: Callable[[str], None] = print) -> dict:
     # A user's data file is read before any model is loaded or built: a typo fails at once.
     family = loader.peek_family(config.model)
     examples = None
-    if config.data and family is not None:
+    if config.data and config.data != "synthetic" and family is not None:
         examples = load_examples(family, config.data, synthetic_default=False, n_wanted=0,
                                  text_column=config.text_column, label_column=config.label_column)
 

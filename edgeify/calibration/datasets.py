@@ -67,16 +67,17 @@ def load_examples(family, data: str | None, *, synthetic_default: bool, n_wanted
     """The raw examples and a description of where they came from.
 
     Without --data: the synthetic set for starters, else the family's hub default.
+    `synthetic` asks for edgeify's generated set explicitly (labels negative/positive).
     Cheap to call before the model is loaded, so a bad file fails fast.
     """
     needs_labels = family.task != CAUSAL_LM
+    if data == "synthetic" or (not data and synthetic_default):
+        return _synthetic(family.task, n_wanted)
     if data and data.startswith("hub:"):
         return read_hub(data, needs_labels, text_column, label_column), data
     if data:
         return read_examples(data, needs_labels=needs_labels, text_column=text_column,
                              label_column=label_column), str(data)
-    if synthetic_default:
-        return _synthetic(family.task, n_wanted)
     return read_hub(family.default_data, needs_labels, None, None), family.default_data
 
 

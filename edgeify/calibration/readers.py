@@ -7,7 +7,9 @@ exists. Bytes that are not valid UTF-8 are replaced, not fatal (real exports hav
 from __future__ import annotations
 
 import csv
+import io
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -42,16 +44,24 @@ def _pick_column(columns: list[str], wanted: str | None, defaults: tuple[str, ..
     )
 
 
+def _decode(path: Path) -> str:
+    """UTF-8 with an optional byte-order mark (Excel's "CSV UTF-8"); bad bytes replaced."""
+    return path.read_bytes().decode("utf-8-sig", errors="replace")
+
+
 def _read_rows(path: Path) -> list[dict]:
     suffix = path.suffix.lower()
-    raw = path.read_text(encoding="utf-8", errors="replace")
+    raw = _decode(path)
     if suffix in TABLE_SUFFIXES:
-        reader = csv.DictReader(raw.splitlines(), delimiter=TABLE_SUFFIXES[suffix])
+        # newline="" keeps line breaks inside quoted fields (tweets have them)
+        reader = csv.DictReader(io.StringIO(raw, newline=""), delimiter=TABLE_SUFFIXES[suffix])
         if not reader.fieldnames:
             raise UsageError(f"{path}: empty data file (no header row)")
         return [dict(r) for r in reader]
     rows = []
-    for n, line in enumerate(raw.splitlines(), 1):
+    # split on "\n" only: U+2028 and friends are valid inside JSON strings
+    for n, line in enumerate(raw.split("\n"), 1):
+        line = line.rstrip("\r")
         if not line.strip():
             continue
         try:
@@ -82,8 +92,7 @@ def read_examples(path: str | Path, *, needs_labels: bool, text_column: str | No
                 f"{path}: plain text has no labels; a classification model needs "
                 "a CSV, TSV or JSONL file with text and label columns"
             )
-        text = path.read_text(encoding="utf-8", errors="replace")
-        lines = [ln.strip() for ln in text.splitlines() if ln.strip()]
+        lines = [ln.strip() for ln in _decode(path).splitlines() if ln.strip()]
         if not lines:
             raise UsageError(f"{path}: empty data file")
         return [Example(ln) for ln in lines]
@@ -123,7 +132,7 @@ def map_labels(examples: list[Example], id2label: dict[int, str], path: str) -> 
         key = ex.label.lower()
         if key in by_name:
             ids.append(by_name[key])
-        elif key.lstrip("-").isdigit() and int(key) in id2label:
+        elif re.fullmatch(r"-?[0-9]+", key) and int(key) in id2label:
             ids.append(int(key))
         else:
             unknown.add(ex.label)

@@ -56,9 +56,11 @@ _REGISTRY: dict[str, Family] = {}
 
 
 def register(family: Family) -> Family:
-    for key in (family.name, *family.aliases):
-        if key in _REGISTRY:
-            raise ValueError(f"family name {key!r} registered twice")
+    keys = (family.name, *family.aliases)
+    taken = [k for k in keys if k in _REGISTRY]
+    if taken:  # check all first: a clash must not leave the family half-registered
+        raise ValueError(", ".join(f"family name {k!r} registered twice" for k in taken))
+    for key in keys:
         _REGISTRY[key] = family
     return family
 

@@ -23,7 +23,7 @@ import torch
 from edgeify.calibration import synthetic
 from edgeify.families import CAUSAL_LM, Family
 
-STARTER_VERSION = 1
+STARTER_VERSION = 2
 TRAIN_SECONDS = 75.0
 SEED = 0
 
@@ -38,24 +38,31 @@ def starter_dir(family: Family) -> Path:
     return cache_root() / "starters" / f"{family.name}-v{STARTER_VERSION}"
 
 
+def _add_cls_sep(tok) -> None:
+    """[CLS] text [SEP], as BERT-style classifiers expect (their head reads position 0)."""
+    from tokenizers import processors
+
+    tok.post_processor = processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
+        special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
+
+
 def _train_tokenizer(kind: str, corpus: list[str], vocab_size: int):
-    from tokenizers import (ByteLevelBPETokenizer, BertWordPieceTokenizer,
-                            SentencePieceUnigramTokenizer, processors)
+    from tokenizers import ByteLevelBPETokenizer, BertWordPieceTokenizer, SentencePieceUnigramTokenizer
     from transformers import PreTrainedTokenizerFast
 
     if kind == "wordpiece":
         tok = BertWordPieceTokenizer(lowercase=True)
         tok.train_from_iterator(corpus, vocab_size=vocab_size,
                                 special_tokens=["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"])
+        _add_cls_sep(tok)
         special = dict(pad_token="[PAD]", unk_token="[UNK]", cls_token="[CLS]",
                        sep_token="[SEP]", mask_token="[MASK]")
     elif kind == "unigram":
         tok = SentencePieceUnigramTokenizer()
         tok.train_from_iterator(corpus, vocab_size=vocab_size, unk_token="<unk>",
                                 special_tokens=["<pad>", "<unk>", "[CLS]", "[SEP]", "[MASK]"])
-        tok.post_processor = processors.TemplateProcessing(
-            single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1",
-            special_tokens=[("[CLS]", tok.token_to_id("[CLS]")), ("[SEP]", tok.token_to_id("[SEP]"))])
+        _add_cls_sep(tok)
         special = dict(pad_token="<pad>", unk_token="<unk>", cls_token="[CLS]",
                        sep_token="[SEP]", mask_token="[MASK]")
     elif kind == "bytelevel-bpe":

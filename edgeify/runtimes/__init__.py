@@ -61,7 +61,12 @@ def input_names(path: Path) -> tuple[str, ...]:
 
             raise EdgeifyError(f"{path}: cannot read ONNX model ({str(e)[:200]})") from None
         inits = {i.name for i in graph.initializer}
-        return tuple(i.name for i in graph.input if i.name not in inits)
+        names = tuple(i.name for i in graph.input if i.name not in inits)
+        if not graph.node or not names:
+            from edgeify.errors import EdgeifyError
+
+            raise EdgeifyError(f"{path}: cannot read ONNX model (no graph)")
+        return names
     if path.is_dir() and (path / "config.json").exists():
         from edgeify.families.loader import _family_of_dir
 

@@ -1,0 +1,108 @@
+"""targets.local.measure: latency and peak memory of an artifact, timed in a child process."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edgeify import targets
+from edgeify.errors import EdgeifyError, UsageError
+from edgeify.targets.local import measure
+
+
+def _small_onnx(path):
+    """input_ids, attention_mask (batch, seq) int64 -> logits (batch, 2): a real, tiny graph."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.arange(2, dtype=np.float32).reshape(1, 2), "w")
+    axes = numpy_helper.from_array(np.array([1], dtype=np.int64), "axes")
+    nodes = [
+        helper.make_node("Mul", ["input_ids", "attention_mask"], ["masked"]),
+        helper.make_node("Cast", ["masked"], ["f"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceSum", ["f", "axes"], ["s"], keepdims=1),
+        helper.make_node("MatMul", ["s", "w"], ["logits"]),
+    ]
+    graph = helper.make_graph(
+        nodes, "tiny",
+        [helper.make_tensor_value_info(n, TensorProto.INT64, ["batch", "sequence"])
+         for n in ("input_ids", "attention_mask")],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])],
+        initializer=[w, axes])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    onnx.save_model(model, str(path))
+    return path
+
+
+@pytest.fixture
+def feeds():
+    ids = np.arange(2 * 12, dtype=np.int64).reshape(2, 12)
+    return {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+
+
+def test_measure_small_onnx(tmp_path, feeds):
+    from edgeify.runtimes import open_runner
+
+    path = _small_onnx(tmp_path / "tiny.onnx")
+    # the artifact really computes something: sum of masked ids times [0, 1]
+    assert open_runner(path, 1).run(feeds).tolist() == [[0.0, 66.0], [0.0, 210.0]]
+    r = measure(path, feeds, threads=1, warmup=2, max_seconds=0.01)
+    assert 0 < r["p50"] <= r["p90"]
+    assert r["mean"] > 0
+    assert 30 <= r["runs"] <= 300
+    assert r["peak_rss_mb"] > 0 and r["runtime_rss_mb"] > 0
+    assert r["peak_rss_mb"] >= r["runtime_rss_mb"]
+    assert r["load_s"] >= 0
+    assert r["runtime"].startswith("onnxruntime ")
+    assert r["precision"] == "fp32"
+    assert (r["threads"], r["batch"], r["seq_len"]) == (1, 2, 12)
+
+
+def test_measure_respects_max_runs(tmp_path, feeds):
+    path = _small_onnx(tmp_path / "tiny.onnx")
+    r = measure(path, feeds, threads=1, warmup=0, min_runs=3, max_runs=7, max_seconds=60.0)
+    assert r["runs"] == 7
+
+
+def test_measure_min_runs_with_zero_budget(tmp_path, feeds):
+    path = _small_onnx(tmp_path / "tiny.onnx")
+    r = measure(path, feeds, threads=1, warmup=0, min_runs=12, max_seconds=0.0)
+    assert r["runs"] == 12
+
+
+def test_measure_corrupt_artifact(tmp_path, feeds):
+    path = tmp_path / "corrupt.onnx"
+    path.write_bytes(b"\x08\x07garbage" * 100)
+    with pytest.raises(EdgeifyError) as info:
+        measure(path, feeds, threads=1, max_seconds=0.01)
+    msg = str(info.value)
+    assert msg.startswith(f"benchmark of {path} failed: ")
+    assert "cannot load ONNX model" in msg
+    assert "\n" not in msg
+
+
+def test_measure_missing_artifact(tmp_path, feeds):
+    path = tmp_path / "missing.onnx"
+    with pytest.raises(EdgeifyError) as info:
+        measure(path, feeds, threads=1, max_seconds=0.01)
+    assert str(info.value).startswith(f"benchmark of {path} failed: ")
+    assert f"artifact not found: {path}" in str(info.value)
+
+
+def test_measure_timeout(tmp_path, feeds):
+    path = _small_onnx(tmp_path / "tiny.onnx")
+    with pytest.raises(EdgeifyError) as info:
+        measure(path, feeds, threads=1, timeout=0.01)
+    assert str(info.value) == f"benchmark of {path} timed out after 0s"
+
+
+def test_targets_registry():
+    host = targets.get("host")
+    assert host.name == "host" and host.measured and host.formats == ("onnx",)
+    assert host.threads >= 1
+    assert targets.names() == ["host"]
+    with pytest.raises(UsageError) as info:
+        targets.get("raspberry-pi")
+    assert str(info.value) == "unknown target 'raspberry-pi'; accepted: host"
