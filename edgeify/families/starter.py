@@ -24,7 +24,8 @@ from edgeify.calibration import synthetic
 from edgeify.families import CAUSAL_LM, Family
 
 STARTER_VERSION = 2
-TRAIN_SECONDS = 75.0
+TRAIN_STEPS = 450      # about a minute on 2 idle cores
+MAX_TRAIN_SECONDS = 150.0
 SEED = 0
 
 
@@ -83,34 +84,30 @@ def _batches(n: int, batch_size: int, rng: np.random.Generator):
 
 
 def _train(model, feeds: dict[str, torch.Tensor], labels: torch.Tensor | None,
-           seconds: float, lr: float, batch_size: int, progress) -> int:
-    """Train until the time budget is spent; returns the number of steps taken."""
+           steps: int, max_seconds: float, lr: float, batch_size: int, progress) -> int:
+    """Train for a fixed number of steps (reproducible), stopping early at the time cap
+    (a loaded machine must not blow the run's time budget); returns the steps taken."""
     torch.manual_seed(SEED)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     rng = np.random.default_rng(SEED)
     n = len(next(iter(feeds.values())))
     model.train()
-    start, steps = time.perf_counter(), 0
+    start, done = time.perf_counter(), 0
     for idx in _batches(n, batch_size, rng):
-        elapsed = time.perf_counter() - start
-        if elapsed > seconds:
+        if done >= steps or time.perf_counter() - start > max_seconds:
             break
-        frac = elapsed / seconds
-        for g in opt.param_groups:  # warm-up then cosine decay over the time budget
-            g["lr"] = lr * min(1.0, (steps + 1) / 50) * 0.5 * (1 + math.cos(math.pi * frac))
+        for g in opt.param_groups:  # warm-up then cosine decay over the planned steps
+            g["lr"] = lr * min(1.0, (done + 1) / 50) * 0.5 * (1 + math.cos(math.pi * done / steps))
         batch = {k: v[idx] for k, v in feeds.items()}
-        if labels is not None:
-            out = model(**batch, labels=labels[idx])
-        else:
-            out = model(**batch, labels=batch["input_ids"])
-        out.loss.backward()
+        target = labels[idx] if labels is not None else batch["input_ids"]
+        model(**batch, labels=target).loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
         opt.zero_grad(set_to_none=True)
-        steps += 1
-        progress.update(min(seconds, time.perf_counter() - start) - progress.n)
+        done += 1
+        progress.update(1)
     model.eval()
-    return steps
+    return done
 
 
 @torch.no_grad()
@@ -128,18 +125,18 @@ def _held_out_metric(family: Family, model, feeds, labels) -> tuple[str, float]:
 def build_starter(family: Family, log=print, seconds: float | None = None) -> Path:
     """Build (or reuse) the family's starter model under the user cache dir.
 
-    EDGEIFY_STARTER_SECONDS shortens training (tests use a few seconds).
+    EDGEIFY_STARTER_SECONDS caps training time (tests use a few seconds).
     """
     from tqdm.auto import tqdm
 
     if seconds is None:
-        seconds = float(os.environ.get("EDGEIFY_STARTER_SECONDS", TRAIN_SECONDS))
+        seconds = float(os.environ.get("EDGEIFY_STARTER_SECONDS", MAX_TRAIN_SECONDS))
 
     final = starter_dir(family)
     if (final / "starter.json").exists():
         return final
     log(f"*** Building an offline STARTER {family.name} model (not a pretrained model): "
-        f"small architecture trained ~{seconds:.0f}s on edgeify-generated data. ***")
+        f"small architecture trained {TRAIN_STEPS} steps (about a minute) on edgeify-generated data. ***")
     torch.manual_seed(SEED)
     t0 = time.perf_counter()
     config_cls, model_cls = family.transformers_classes()
@@ -171,9 +168,9 @@ def build_starter(family: Family, log=print, seconds: float | None = None) -> Pa
         train_labels, test_labels = labels[held:], labels[:held]
     config = config_cls(**cfg_kwargs, attn_implementation="eager")
     model = model_cls(config)
-    with tqdm(total=seconds, desc=f"training starter {family.name}", unit="s", mininterval=1.0,
-              bar_format="{desc}: {percentage:3.0f}%|{bar}| {n:.0f}/{total:.0f}s") as bar:
-        steps = _train(model, train_feeds, train_labels, seconds, family.starter_lr, 32, bar)
+    with tqdm(total=TRAIN_STEPS, desc=f"training starter {family.name}", unit="step",
+              mininterval=1.0) as bar:
+        steps = _train(model, train_feeds, train_labels, TRAIN_STEPS, seconds, family.starter_lr, 32, bar)
     metric, value = _held_out_metric(family, model, test_feeds, test_labels)
     info = {
         "starter": True, "version": STARTER_VERSION, "family": family.name,
@@ -196,6 +193,10 @@ def build_starter(family: Family, log=print, seconds: float | None = None) -> Pa
         raise
     log(f"starter {family.name}: held-out {metric} {value:.2f} after {steps} steps "
         f"({info['train_seconds']}s); cached at {final}")
+    if metric == "accuracy" and value < info["chance"] + 20:
+        log(f"WARNING: the starter is barely above chance ({value:.1f}% vs {info['chance']:.0f}%): "
+            f"training stopped after {steps} of {TRAIN_STEPS} steps (machine busy?). "
+            f"Delete {final} to rebuild it.")
     return final
 
 

@@ -3,11 +3,26 @@
 from __future__ import annotations
 
 import json
-import resource
 import sys
 import time
 
 import numpy as np
+
+
+def _peak_rss_mb() -> float:
+    """This process's own peak RSS. Not getrusage's ru_maxrss: Linux carries that over
+    from the parent across fork+exec, so every child would report the parent's peak."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024  # kB -> MiB
+    except OSError:
+        pass
+    import resource  # not Linux: ru_maxrss is the best there is (bytes on macOS)
+
+    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return rss / 2**20 if sys.platform == "darwin" else rss / 1024
 
 
 def main(spec: dict) -> dict:
@@ -32,7 +47,7 @@ def main(spec: dict) -> dict:
         times.append((time.perf_counter() - t) * 1000)
         if len(times) >= spec["min_runs"] and time.perf_counter() - start > spec["max_seconds"]:
             break
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB -> MiB on Linux
+    peak = _peak_rss_mb()
     arr = np.asarray(times)
     return {
         "p50": round(float(np.percentile(arr, 50)), 3),

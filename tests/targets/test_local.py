@@ -106,3 +106,24 @@ def test_targets_registry():
     with pytest.raises(UsageError) as info:
         targets.get("raspberry-pi")
     assert str(info.value) == "unknown target 'raspberry-pi'; accepted: host"
+
+
+def test_peak_rss_is_the_childs_own_not_the_parents(tmp_path):
+    """ru_maxrss survives fork+exec on Linux; a big parent must not inflate the child's peak."""
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgeify.targets import local
+
+    x = helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, 4])
+    y = helper.make_tensor_value_info("logits", TensorProto.INT64, [1, 4])
+    model = helper.make_model(helper.make_graph([helper.make_node("Identity", ["input_ids"], ["logits"])],
+                                                "g", [x], [y]), opset_imports=[helper.make_opsetid("", 17)])
+    path = tmp_path / "id.onnx"
+    onnx.save(model, path)
+    ballast = np.ones(600 * 2**20 // 8)  # 600 MiB resident in the parent
+    ballast[::512] = 2.0
+    res = local.measure(path, {"input_ids": np.ones((1, 4), dtype=np.int64)}, 1, max_seconds=0.1)
+    assert res["peak_rss_mb"] < 500, res
+    del ballast
