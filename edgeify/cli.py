@@ -105,19 +105,6 @@ def targets_cmd(as_json, debug):
                    f"{'measured' if t.measured else 'estimated'}  {t.description}")
 
 
-def _reference_dir(artifact: Path, given: str | None) -> Path:
-    """Tokenizer and labels for an artifact: --model-dir, or the run's pytorch/ dir."""
-    from edgeify.errors import UsageError
-
-    if given:
-        return Path(given)
-    for cand in (artifact, artifact.parent / "pytorch", artifact.parent.parent / "pytorch"):
-        if cand.is_dir() and (cand / "config.json").exists():
-            return cand
-    raise UsageError(f"cannot find the tokenizer for {artifact}; pass --model-dir with the "
-                     "model directory (e.g. the run's pytorch/ folder)")
-
-
 @cli.command("eval")
 @click.argument("artifact", type=click.Path())
 @click.option("--data", required=True, help="Data file (as for the main command).")
@@ -125,31 +112,16 @@ def _reference_dir(artifact: Path, given: str | None) -> Path:
 @click.option("--text-column")
 @click.option("--label-column")
 @click.option("--seq-len", default=128, show_default=True, type=click.IntRange(8, 4096))
-@click.option("--n-eval", type=click.IntRange(1))
+@click.option("--n-eval", type=click.IntRange(1), help="Evaluate at most this many samples [default: all].")
 @click.option("--threads", type=click.IntRange(1), help="Threads [default: the host target's].")
 @debug_option
 def eval_cmd(artifact, data, model_dir, text_column, label_column, seq_len, n_eval, threads, debug):
     """Accuracy (or perplexity) of ARTIFACT on --data."""
-    from transformers import AutoConfig, AutoTokenizer
+    from edgeify.pipeline import eval_artifact
 
-    from edgeify import families, targets
-    from edgeify.calibration.datasets import load_examples, prepare
-    from edgeify.evaluate import evaluate
-    from edgeify.runtimes import open_runner
-
-    artifact = Path(artifact)
-    runner = open_runner(artifact, threads or targets.get("host").threads)
-    ref = _reference_dir(artifact, model_dir)
-    config = AutoConfig.from_pretrained(ref)
-    family = families.for_model_type(config.model_type)
-    tokenizer = AutoTokenizer.from_pretrained(ref)
-    examples = load_examples(family, data, synthetic_default=False, n_wanted=0,
-                             text_column=text_column, label_column=label_column)
-    prepared = prepare(family, tokenizer, config.id2label, *examples, seq_len=seq_len,
-                       n_calibration=1, n_eval=n_eval or len(examples[0]))
-    result = evaluate(runner, prepared.evaluation, family.task)
-    click.echo(json.dumps({"artifact": str(artifact), "data": prepared.description,
-                           "metric": result.as_dict(), "runtime": runner.runtime}, indent=2))
+    result = eval_artifact(artifact, data, model_dir=model_dir, text_column=text_column,
+                           label_column=label_column, seq_len=seq_len, n_eval=n_eval, threads=threads)
+    click.echo(json.dumps(result, indent=2))
 
 
 @cli.command("bench")
@@ -162,20 +134,11 @@ def eval_cmd(artifact, data, model_dir, text_column, label_column, seq_len, n_ev
 @debug_option
 def bench_cmd(artifact, seq_len, batch, target, threads, seconds, debug):
     """Latency (p50/p90) and peak memory of ARTIFACT on random token ids."""
-    import numpy as np
+    from edgeify.pipeline import bench_artifact
 
-    from edgeify import targets
-    from edgeify.runtimes import input_names
-    from edgeify.targets import local
-
-    tgt = targets.get(target)
-    names = input_names(Path(artifact))
-    rng = np.random.default_rng(0)
-    ids = rng.integers(5, 100, size=(batch, seq_len), dtype=np.int64)
-    feeds = {n: (ids if n == "input_ids" else np.ones_like(ids) if n == "attention_mask"
-                 else np.zeros_like(ids)) for n in names}
-    result = local.measure(artifact, feeds, threads or tgt.threads, max_seconds=seconds)
-    click.echo(json.dumps({"artifact": str(artifact), "target": tgt.name, **result}, indent=2))
+    result = bench_artifact(artifact, seq_len=seq_len, batch=batch, target=target,
+                            threads=threads, seconds=seconds)
+    click.echo(json.dumps(result, indent=2))
 
 
 def main(argv: list[str] | None = None) -> int:
