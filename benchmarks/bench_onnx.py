@@ -124,7 +124,7 @@ def main() -> int:
     t0 = time.time()
     rep = edgeify.run(str(model_dir), int8=True, data=args.data, text_column=args.text_column,
                       label_column=args.label_column, seq_len=args.seq_len, n_eval=args.n_eval,
-                      out_dir=str(work / "edgeify"), force=True, bench_seconds=1.0,
+                      out_dir=str(work / "edgeify"), force=True,
                       log_fn=lambda m: print(m, file=sys.stderr))
     out = Path(rep["output_dir"])
     family = loader.peek_family(str(model_dir))

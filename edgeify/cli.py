@@ -74,16 +74,19 @@ def cli():
 @click.option("-o", "--out", "out_dir", help="Output directory [default: edgeify-out/<model>].")
 @click.option("--force", is_flag=True, help="Overwrite an existing output directory.")
 @click.option("--bench-seconds", default=6.0, show_default=True, type=click.FloatRange(0.0),
-              help="Timing budget per artifact (at least 30 timed runs after 10 warm-up runs).")
+              help="Timing budget per model, split over the rounds (each round: 10 warm-up runs, then at least 30 timed).")
+@click.option("--bench-rounds", default=3, show_default=True, type=click.IntRange(1),
+              help="Interleaved timing rounds; latency is the median over rounds.")
 @debug_option
 def run_cmd(model, int8, formats, target, data, text_column, label_column, seq_len, n_calibration,
-            n_eval, max_accuracy_drop, out_dir, force, bench_seconds, debug):
+            n_eval, max_accuracy_drop, out_dir, force, bench_seconds, bench_rounds, debug):
     from edgeify.pipeline import RunConfig, run
 
     config = RunConfig(model=model, int8=int8, formats=_formats(formats), target=target, data=data,
                        text_column=text_column, label_column=label_column, seq_len=seq_len,
                        n_calibration=n_calibration, n_eval=n_eval, out_dir=out_dir, force=force,
-                       max_accuracy_drop=max_accuracy_drop, bench_seconds=bench_seconds)
+                       max_accuracy_drop=max_accuracy_drop, bench_seconds=bench_seconds,
+                       bench_rounds=bench_rounds)
     run(config, log_fn=lambda msg: click.echo(msg, err=False))
 
 

@@ -46,7 +46,8 @@ class RunConfig:
     max_accuracy_drop: float = 1.0
     seed: int = 0
     eval_batch_size: int = 16
-    bench_seconds: float = 6.0
+    bench_seconds: float = 6.0  # timing budget per artifact, split over the rounds
+    bench_rounds: int = 3
     extra: dict = field(default_factory=dict)
 
 
@@ -94,7 +95,8 @@ def _entry(fmt: str, precision: str, path: Path, size: int, result, bench: dict,
     entry = {
         "format": fmt, "precision": precision, "path": str(path.relative_to(root)),
         "size_bytes": size, "metric": result.as_dict(),
-        "latency_ms": {"p50": bench["p50"], "p90": bench["p90"], "mean": bench["mean"], "runs": bench["runs"]},
+        "latency_ms": {"p50": bench["p50"], "p90": bench["p90"], "mean": bench["mean"],
+                       "runs": bench["runs"], "rounds_p50": bench.get("rounds_p50")},
         "peak_rss_mb": bench["peak_rss_mb"], "runtime": bench["runtime"],
         "executed_precision": bench["precision"], "threads": bench["threads"], "measured": True,
     }
@@ -158,12 +160,8 @@ def run(config: RunConfig, log_fn: Callable[[str], None] = print) -> dict:
                    seq_len=config.seq_len, n_calibration=config.n_calibration, n_eval=config.n_eval,
                    seed=config.seed)
     log_fn(f"      {data.description}: {len(data.evaluation)} eval / {len(data.calibration)} calibration")
-    bench_feeds = data.evaluation.rows(0, 1)
-    bench = lambda path: local.measure(path, bench_feeds, target.threads,  # noqa: E731
-                                       max_seconds=config.bench_seconds)
-
     with _Staging(final) as out:
-        log_fn("[3/5] PyTorch fp32 baseline: evaluate and time")
+        log_fn("[3/5] PyTorch fp32 baseline: evaluate")
         base_dir = out / "pytorch"
         loaded.model.save_pretrained(base_dir)
         loaded.tokenizer.save_pretrained(base_dir)
@@ -172,13 +170,10 @@ def run(config: RunConfig, log_fn: Callable[[str], None] = print) -> dict:
         torch_runner = TorchRunner(loaded.model, target.threads, family=family)
         base_result = evaluate(torch_runner, data.evaluation, family.task,
                                config.eval_batch_size, desc="pytorch fp32")
-        base_bench = bench(base_dir)
         base_size = sum(p.stat().st_size for p in base_dir.glob("*.safetensors")) or \
             sum(p.stat().st_size for p in base_dir.glob("*.bin"))
-        baseline = _entry("pytorch", "fp32", base_dir, base_size, base_result, base_bench, out)
 
-        entries: list[dict] = []
-        selection = None
+        evaluated = []  # (artifact, result) per format, in order
         for backend in backends:
             fmt_dir = out / backend.name
             fmt_dir.mkdir()
@@ -189,18 +184,34 @@ def run(config: RunConfig, log_fn: Callable[[str], None] = print) -> dict:
                 for qconfig in backend.int8_configs(family):
                     log_fn(f"      {backend.name}: quantize {type(qconfig).__name__}")
                     artifacts.append(backend.quantize(fp32, family, data.calibration, qconfig, fmt_dir))
-            fmt_entries = []
             for art in artifacts:
-                label = f"{art.format} {art.precision}"
-                log_fn(f"[5/5] {label}: evaluate and time")
-                result = evaluate(open_runner(art.path, target.threads), data.evaluation,
-                                  family.task, config.eval_batch_size, desc=label)
-                fmt_entries.append(_entry(art.format, art.precision, art.path, art.size_bytes, result,
-                                          bench(art.path), out, base_result, base_bench,
-                                          art.config, art.notes))
+                log_fn(f"      {art.format} {art.precision}: evaluate")
+                evaluated.append((art, evaluate(open_runner(art.path, target.threads), data.evaluation,
+                                                family.task, config.eval_batch_size,
+                                                desc=f"{art.format} {art.precision}")))
             for art in artifacts:
                 for helper in art.internal.values():
                     Path(helper).unlink(missing_ok=True)
+
+        log_fn(f"[5/5] timing {len(evaluated) + 1} models at batch 1, seq {config.seq_len}, "
+               f"{target.threads} threads, {config.bench_rounds} interleaved rounds")
+        from tqdm.auto import tqdm
+
+        paths = [base_dir, *(art.path for art, _ in evaluated)]
+        with tqdm(total=len(paths) * config.bench_rounds, desc="timing", unit="run",
+                  leave=False, mininterval=1.0) as bar:
+            timings = local.measure_interleaved(
+                paths, data.evaluation.rows(0, 1), target.threads, rounds=config.bench_rounds,
+                seconds_per_round=config.bench_seconds / max(1, config.bench_rounds), progress=bar)
+        base_bench = timings[0]
+        baseline = _entry("pytorch", "fp32", base_dir, base_size, base_result, base_bench, out)
+        entries: list[dict] = []
+        selection = None
+        for fmt in dict.fromkeys(art.format for art, _ in evaluated):
+            fmt_entries = [
+                _entry(art.format, art.precision, art.path, art.size_bytes, result, bench, out,
+                       base_result, base_bench, art.config, art.notes)
+                for (art, result), bench in zip(evaluated, timings[1:]) if art.format == fmt]
             if config.int8:
                 selection = _select_int8(fmt_entries, fmt_entries[0], config.max_accuracy_drop,
                                          base_result.metric) or selection

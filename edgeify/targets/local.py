@@ -37,3 +37,31 @@ def measure(artifact: str | Path, feeds: dict[str, np.ndarray], threads: int,
         tail = (proc.stderr.strip().splitlines() or ["no output"])[-1]
         raise EdgeifyError(f"benchmark of {artifact} failed: {tail[:300]}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def measure_interleaved(artifacts: list[str | Path], feeds: dict[str, np.ndarray], threads: int,
+                        rounds: int = 3, seconds_per_round: float = 2.0, progress=None) -> list[dict]:
+    """Time several artifacts in interleaved rounds; p50/p90 are medians over the rounds.
+
+    On a shared, noisy machine a slow spell hits one artifact when they are timed one
+    after the other; interleaving spreads it over all of them, so the ratios between
+    artifacts (what the report compares) stay honest.
+    """
+    import statistics
+
+    per: list[list[dict]] = [[] for _ in artifacts]
+    for _ in range(max(1, rounds)):
+        for i, path in enumerate(artifacts):
+            per[i].append(measure(path, feeds, threads, max_seconds=seconds_per_round))
+            if progress is not None:
+                progress.update(1)
+    out = []
+    for runs in per:
+        merged = dict(runs[-1])
+        for key in ("p50", "p90", "mean"):
+            merged[key] = round(statistics.median(r[key] for r in runs), 3)
+        merged["runs"] = sum(r["runs"] for r in runs)
+        merged["peak_rss_mb"] = max(r["peak_rss_mb"] for r in runs)
+        merged["rounds_p50"] = [r["p50"] for r in runs]
+        out.append(merged)
+    return out

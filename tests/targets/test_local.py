@@ -127,3 +127,26 @@ def test_peak_rss_is_the_childs_own_not_the_parents(tmp_path):
     res = local.measure(path, {"input_ids": np.ones((1, 4), dtype=np.int64)}, 1, max_seconds=0.1)
     assert res["peak_rss_mb"] < 500, res
     del ballast
+
+
+def test_interleaved_rounds_report_median_of_rounds(tmp_path):
+    import numpy as np
+    import onnx
+    from onnx import TensorProto, helper
+
+    from edgeify.targets import local
+
+    x = helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, 4])
+    y = helper.make_tensor_value_info("logits", TensorProto.INT64, [1, 4])
+    model = helper.make_model(helper.make_graph([helper.make_node("Identity", ["input_ids"], ["logits"])],
+                                                "g", [x], [y]), opset_imports=[helper.make_opsetid("", 17)])
+    paths = [tmp_path / "a.onnx", tmp_path / "b.onnx"]
+    for p in paths:
+        onnx.save(model, p)
+    res = local.measure_interleaved(paths, {"input_ids": np.ones((1, 4), dtype=np.int64)}, 1,
+                                    rounds=3, seconds_per_round=0.05)
+    assert len(res) == 2
+    for r in res:
+        assert len(r["rounds_p50"]) == 3
+        assert r["p50"] == sorted(r["rounds_p50"])[1]
+        assert r["runs"] >= 90
