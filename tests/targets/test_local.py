@@ -108,43 +108,23 @@ def test_targets_registry():
     assert str(info.value) == "unknown target 'raspberry-pi'; accepted: host"
 
 
-def test_peak_rss_is_the_childs_own_not_the_parents(tmp_path):
+def test_peak_rss_is_the_childs_own_not_the_parents(tmp_path, feeds):
     """ru_maxrss survives fork+exec on Linux; a big parent must not inflate the child's peak."""
-    import numpy as np
-    import onnx
-    from onnx import TensorProto, helper
-
     from edgeify.targets import local
 
-    x = helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, 4])
-    y = helper.make_tensor_value_info("logits", TensorProto.INT64, [1, 4])
-    model = helper.make_model(helper.make_graph([helper.make_node("Identity", ["input_ids"], ["logits"])],
-                                                "g", [x], [y]), opset_imports=[helper.make_opsetid("", 17)])
-    path = tmp_path / "id.onnx"
-    onnx.save(model, path)
+    path = _small_onnx(tmp_path / "m.onnx")
     ballast = np.ones(600 * 2**20 // 8)  # 600 MiB resident in the parent
     ballast[::512] = 2.0
-    res = local.measure(path, {"input_ids": np.ones((1, 4), dtype=np.int64)}, 1, max_seconds=0.1)
+    res = local.measure(path, feeds, 1, max_seconds=0.1)
     assert res["peak_rss_mb"] < 500, res
     del ballast
 
 
-def test_interleaved_rounds_report_median_of_rounds(tmp_path):
-    import numpy as np
-    import onnx
-    from onnx import TensorProto, helper
-
+def test_interleaved_rounds_report_median_of_rounds(tmp_path, feeds):
     from edgeify.targets import local
 
-    x = helper.make_tensor_value_info("input_ids", TensorProto.INT64, [1, 4])
-    y = helper.make_tensor_value_info("logits", TensorProto.INT64, [1, 4])
-    model = helper.make_model(helper.make_graph([helper.make_node("Identity", ["input_ids"], ["logits"])],
-                                                "g", [x], [y]), opset_imports=[helper.make_opsetid("", 17)])
-    paths = [tmp_path / "a.onnx", tmp_path / "b.onnx"]
-    for p in paths:
-        onnx.save(model, p)
-    res = local.measure_interleaved(paths, {"input_ids": np.ones((1, 4), dtype=np.int64)}, 1,
-                                    rounds=3, seconds_per_round=0.05)
+    paths = [_small_onnx(tmp_path / "a.onnx"), _small_onnx(tmp_path / "b.onnx")]
+    res = local.measure_interleaved(paths, feeds, 1, rounds=3, seconds_per_round=0.05)
     assert len(res) == 2
     for r in res:
         assert len(r["rounds_p50"]) == 3
