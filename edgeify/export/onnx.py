@@ -45,18 +45,25 @@ class StaticInt8:
     activation_symmetric: bool = False
 
 
-def _atomic_save(model, path: Path) -> None:
-    """Write beside the target, then rename: an interrupted save leaves no half file."""
-    import onnx
-
+@contextlib.contextmanager
+def _written_atomically(path: Path):
+    """Yield a temp path beside `path`; renamed onto it on success, removed otherwise,
+    so an interrupted write leaves no half file."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     os.close(fd)
     try:
-        onnx.save_model(model, tmp)
+        yield tmp
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+
+
+def _atomic_save(model, path: Path) -> None:
+    import onnx
+
+    with _written_atomically(path) as tmp:
+        onnx.save_model(model, tmp)
 
 
 def dedupe_initializers(model) -> int:
@@ -107,24 +114,17 @@ def export_fp32_raw(model, family, sample: dict[str, np.ndarray], path: Path) ->
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
     axes[out_name] = {0: "batch"} if family.task != "causal-lm" else {0: "batch", 1: "sequence"}
     wrapped = _logits_module(model, names)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        with torch.no_grad():
-            try:
-                torch.onnx.export(wrapped, args, tmp, input_names=names, output_names=[out_name],
-                                  dynamic_axes=axes, opset_version=OPSET, dynamo=False)
-            except Exception as e:  # noqa: BLE001 - fall back to the dynamo exporter
-                log.warning("TorchScript ONNX export failed (%s); trying the dynamo exporter", e)
-                dims = {n: {0: torch.export.Dim("batch"), 1: torch.export.Dim("sequence")} for n in names}
-                prog = torch.onnx.export(wrapped, args, None, input_names=names,
-                                         output_names=[out_name], dynamic_shapes=dims,
-                                         opset_version=max(OPSET, 18), dynamo=True)
-                prog.save(tmp, external_data=False)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with _written_atomically(path) as tmp, torch.no_grad():
+        try:
+            torch.onnx.export(wrapped, args, tmp, input_names=names, output_names=[out_name],
+                              dynamic_axes=axes, opset_version=OPSET, dynamo=False)
+        except Exception as e:  # noqa: BLE001 - fall back to the dynamo exporter
+            log.warning("TorchScript ONNX export failed (%s); trying the dynamo exporter", e)
+            dims = {n: {0: torch.export.Dim("batch"), 1: torch.export.Dim("sequence")} for n in names}
+            prog = torch.onnx.export(wrapped, args, None, input_names=names,
+                                     output_names=[out_name], dynamic_shapes=dims,
+                                     opset_version=max(OPSET, 18), dynamo=True)
+            prog.save(tmp, external_data=False)
 
 
 def _logits_module(model, names: list[str]):
@@ -305,21 +305,22 @@ class OnnxBackend:
         check(raw)
         notes = {"opset": OPSET, "exporter": "torch.onnx (TorchScript)",
                  "raw_size_bytes": raw.stat().st_size}
+        # The plain graph, deduplicated: static QDQ starts from it (see quantize_static_int8)
+        # and it is the fp32 artifact when fusion fails.
+        plain = out_dir / ".model.plain.onnx"
+        plain_model = onnx.load(raw)
+        plain_removed = dedupe_initializers(plain_model)
+        _atomic_save(plain_model, plain)
+        del plain_model
         try:
             notes.update(fuse(raw, family, model.config, out))
-            check_model = onnx.load(out)
-            onnx.checker.check_model(check_model)  # contrib-op domains are accepted
+            check(out)  # contrib-op domains are accepted
         except Exception as e:  # noqa: BLE001 - fusion is an optimisation, not a must
             log.warning("transformer fusion failed (%s); keeping the plain export", e)
-            notes.update({"fused_ops": {}, "fusion_error": str(e)[:300]})
-            m = onnx.load(raw)
-            notes["deduplicated_initializers"] = dedupe_initializers(m)
-            _atomic_save(m, out)
-        # Static QDQ starts from the plain graph (see quantize_static_int8).
-        plain = out_dir / ".model.plain.onnx"
-        m = onnx.load(raw)
-        dedupe_initializers(m)
-        _atomic_save(m, plain)
+            notes.update({"fused_ops": {}, "fusion_error": str(e)[:300],
+                          "deduplicated_initializers": plain_removed})
+            with _written_atomically(out) as tmp:
+                shutil.copyfile(plain, tmp)
         raw.unlink()
         return Artifact("onnx", "fp32", out, {"type": "Fp32Export", "opset": OPSET},
                         notes, internal={"plain": plain})

@@ -285,3 +285,23 @@ def test_quantize_unknown_config(exported):
 
     with pytest.raises(EdgeifyError, match="no ONNX quantizer for Int4; have: DynamicInt8, StaticInt8"):
         OnnxBackend().quantize(exported.artifact, exported.family, None, Int4(), exported.out_dir)
+
+
+def test_fusion_failure_keeps_the_plain_export(starter_dir, tmp_path, monkeypatch):
+    """Fusion is an optimisation: when it fails, the deduplicated plain graph is the fp32 artifact."""
+    from edgeify.export import onnx as onnx_backend
+    from edgeify.families import loader
+
+    def broken_fuse(*args, **kwargs):
+        raise RuntimeError("fusion exploded")
+
+    monkeypatch.setattr(onnx_backend, "fuse", broken_fuse)
+    loaded = loader.load_local(starter_dir("electra"))
+    feeds = encode(loaded.family, loaded.tokenizer, real_texts(loaded.family.task), 2, 24)
+    art = get_backend("onnx").export(loaded.model, loaded.family, feeds, tmp_path)
+    assert "fusion exploded" in art.notes["fusion_error"] and art.notes["fused_ops"] == {}
+    assert art.path.read_bytes() == art.internal["plain"].read_bytes()
+    assert not (tmp_path / ".model.raw.onnx").exists()
+    assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
+    got = open_runner(art.path, 1).run(feeds)
+    np.testing.assert_allclose(got, torch_logits(loaded.model, feeds), atol=1e-4)
