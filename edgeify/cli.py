@@ -39,8 +39,10 @@ class _DefaultToRun(click.Group):
 def _formats(value: str) -> tuple[str, ...]:
     from edgeify import export
 
+    if value is None:
+        return ()  # the target's default
     if value == "all":
-        return tuple(export.formats())
+        return ("all",)  # every format the target can run
     out = tuple(v.strip() for v in value.split(",") if v.strip())
     bad = [v for v in out if v not in export.formats()]
     if bad or not out:
@@ -59,8 +61,9 @@ def cli():
 
 @cli.command("run", help=RUN_HELP)
 @click.argument("model")
-@click.option("--int8", is_flag=True, help="Also produce int8 artifacts (dynamic and static) and pick the best.")
-@click.option("--formats", default="onnx", show_default=True, help="Comma-separated export formats, or 'all'.")
+@click.option("--int8", is_flag=True, help="Also produce int8 artifacts (per format: ONNX dynamic + static QDQ; OpenVINO NNCF int8, plus weight-only int8/int4 for GPT-Neo) and pick the best.")
+@click.option("--formats", help="Comma-separated export formats (onnx, openvino), or 'all' [default: onnx, "
+                                 "or the target's own format].")
 @click.option("--target", default="host", show_default=True, help="Hardware target (see `edgeify targets`).")
 @click.option("--data", help="Eval/calibration data: .csv/.tsv/.jsonl (text + label), .txt (LM), hub:PATH[@CONFIG][:SPLIT], or 'synthetic'.")
 @click.option("--text-column", help="Text column (default: first of sentence, text, content, review, tweet).")
@@ -68,8 +71,9 @@ def cli():
 @click.option("--seq-len", default=128, show_default=True, type=click.IntRange(8, 4096), help="Fixed sequence length.")
 @click.option("--n-calibration", default=128, show_default=True, type=click.IntRange(1), help="Calibration samples.")
 @click.option("--n-eval", type=click.IntRange(1), help="Evaluation samples [default: 1000; LM: 100 windows].")
-@click.option("--max-accuracy-drop", default=1.0, show_default=True, type=float,
-              help="int8 budget: accuracy points (or % perplexity) an int8 artifact may lose.")
+@click.option("--max-accuracy-drop", type=click.FloatRange(0.0),
+              help="Accuracy points (or % perplexity) int8 may lose [default: 1]. When given, OpenVINO "
+                   "int8 also runs NNCF's accuracy-controlled quantization on the eval set.")
 @click.option("-o", "--out", "out_dir", help="Output directory [default: edgeify-out/<model>].")
 @click.option("--force", is_flag=True, help="Overwrite an existing output directory.")
 @click.option("--bench-seconds", default=6.0, show_default=True, type=click.FloatRange(0.0),

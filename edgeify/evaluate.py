@@ -30,6 +30,12 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
     return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
 
 
+def _next_token_nll(logits: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Negative log-likelihood of each next token: (samples, seq - 1)."""
+    logp = _log_softmax(logits[:, :-1].astype(np.float64))
+    return -np.take_along_axis(logp, ids[:, 1:, None], axis=-1)[..., 0]
+
+
 def evaluate(runner, batch: Batch, task: str, batch_size: int = 16, desc: str | None = None) -> EvalResult:
     from tqdm.auto import tqdm
 
@@ -47,12 +53,9 @@ def evaluate(runner, batch: Batch, task: str, batch_size: int = 16, desc: str | 
             if have < PROBE:
                 probes.append(logits[: PROBE - have])
             if task == CAUSAL_LM:
-                ids = feeds["input_ids"]
-                logp = _log_softmax(logits[:, :-1].astype(np.float64))
-                target = ids[:, 1:]
-                picked = np.take_along_axis(logp, target[..., None], axis=-1)[..., 0]
-                nll -= float(picked.sum())
-                count += target.size
+                per_sample = _next_token_nll(logits, feeds["input_ids"])
+                nll += float(per_sample.sum())
+                count += per_sample.size
                 preds.append(logits.argmax(-1))
             else:
                 p = logits.argmax(-1)
@@ -81,3 +84,36 @@ def metric_drop(value: float, reference: float, metric: str) -> float:
     if metric == "perplexity":
         return 100.0 * (value - reference) / reference
     return reference - value
+
+
+def scorer(batch: Batch, task: str, reference: float, batch_size: int = 16):
+    """A higher-is-better score over chosen evaluation samples, for accuracy-controlled
+    quantization, which only knows "higher is better" and an absolute drop.
+
+    Accuracy: percent correct, so the drop is in accuracy points. Perplexity: -100 x
+    perplexity / `reference`, so a drop of 1 is a 1% perplexity increase over the
+    reference (every LM window has the same length, so per-window means average exactly).
+    Returns `score(run, indices) -> (score, per-sample scores)`.
+    """
+
+    if task == CAUSAL_LM:
+        batch_size = max(1, min(batch_size, 4))  # LM logits are seq x vocab per sample
+
+    def score(run, indices: list[int]) -> tuple[float, list[float]]:
+        idx = np.asarray(indices, dtype=np.int64)
+        per: list[float] = []
+        for start in range(0, len(idx), batch_size):
+            chunk = idx[start:start + batch_size]
+            feeds = {k: v[chunk] for k, v in batch.inputs.items()}
+            logits = np.asarray(run(feeds))
+            if task == CAUSAL_LM:
+                per.extend(_next_token_nll(logits, feeds["input_ids"]).mean(axis=1).tolist())
+            else:
+                per.extend((100.0 * (logits.argmax(-1) == batch.labels[chunk])).tolist())
+        if task == CAUSAL_LM:
+            total = -100.0 * math.exp(float(np.mean(per))) / reference
+            per = [-100.0 * math.exp(v) / reference for v in per]
+            return total, per
+        return float(np.mean(per)), per
+
+    return score

@@ -34,6 +34,7 @@ def rows(report: dict) -> list[dict]:
         par = entry.get("parity") or {}
         out.append({
             "artifact": f"{entry['format']} {entry['precision']}" + (" *" if entry.get("selected") else ""),
+            "ran": str(entry.get("executed_precision", "")),
             "metric": _fmt(entry["metric"]["value"]),
             "delta": "" if entry is base else f"{entry['metric_delta']:+.2f}",
             "p50": _fmt(lat.get("p50")), "p90": _fmt(lat.get("p90")),
@@ -50,7 +51,7 @@ def rows(report: dict) -> list[dict]:
 def _headers(report: dict) -> dict[str, str]:
     metric = report["baseline"]["metric"]["name"]
     delta = "Δ pts" if metric == "accuracy" else "Δ %"
-    return {"artifact": "artifact", "metric": metric, "delta": delta, "p50": "p50 ms",
+    return {"artifact": "artifact", "ran": "ran as", "metric": metric, "delta": delta, "p50": "p50 ms",
             "p90": "p90 ms", "speedup": "speed-up", "size": "size MB", "rss": "peak RSS MB",
             "parity": "max|Δlogit| / argmax agree"}
 
@@ -88,6 +89,13 @@ def markdown(report: dict) -> str:
     sel = report.get("selection")
     if sel:
         lines += [f"`*` selected int8 artifact: **{sel['chosen']}** — {sel['reason']}", ""]
+    for a in report["artifacts"]:
+        notes = a.get("notes", {})
+        if notes.get("within_budget") is False:
+            lines += [f"> **{a['path']}: accuracy control found no int8 model within "
+                      f"{a['config'].get('max_drop')} {notes.get('drop_unit')}**; kept the best one "
+                      f"it found (drop {notes.get('final_drop')}, "
+                      f"{len(notes.get('reverted_to_float', []))} layers reverted to float).", ""]
     lines += ["## Artifacts", ""]
     for a in report["artifacts"]:
         lines.append(f"- `{a['path']}` ({a['format']} {a['precision']}): config `{json.dumps(a['config'])}`")

@@ -9,7 +9,10 @@ print the exact config that produced an artifact.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
+import os
+import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
@@ -30,20 +33,39 @@ class Artifact:
 
     @property
     def size_bytes(self) -> int:
-        """Model file plus any external-data file next to it."""
-        total = self.path.stat().st_size
-        data = self.path.with_name(self.path.name + ".data")
-        return total + (data.stat().st_size if data.exists() else 0)
+        """Model file plus its weights file: ONNX external data (.onnx.data), IR weights (.bin)."""
+        companions = (self.path.with_name(self.path.name + ".data"), self.path.with_suffix(".bin"))
+        return self.path.stat().st_size + sum(p.stat().st_size for p in companions
+                                              if p != self.path and p.exists())
+
+
+@dataclass(frozen=True)
+class Validation:
+    """What accuracy-controlled quantization validates against: the evaluation set.
+
+    `score(run, indices)` runs `run(feeds) -> logits` over the chosen evaluation samples
+    and returns a higher-is-better score plus one value per sample. The pipeline builds
+    it from evaluate.py, so a backend never needs to know the task or the metric.
+    """
+
+    n_items: int
+    score: Callable[[Callable[[dict], Any], list[int]], tuple[float, list[float]]]
+    unit: str  # what one point of score is: "accuracy points" or "% perplexity"
 
 
 class Backend(Protocol):
     name: str
+    requires: tuple[str, ...]  # importable modules the backend needs (optional extras)
+    extra: str                 # the pip extra that installs them
 
     def export(self, model, family, sample, out_dir: Path) -> Artifact: ...
 
-    def quantize(self, fp32: Artifact, family, calibration, config, out_dir: Path) -> Artifact: ...
+    def quantize(self, fp32: Artifact, family, calibration, config, out_dir: Path,
+                 validation: Validation | None = None) -> Artifact: ...
 
-    def int8_configs(self, family) -> list[Any]: ...
+    def float_configs(self, family) -> list[Any]: ...
+
+    def int8_configs(self, family, max_accuracy_drop: float | None = None) -> list[Any]: ...
 
 
 _BACKENDS: dict[str, Callable[[], Backend]] = {}
@@ -66,9 +88,52 @@ def get_backend(name: str) -> Backend:
     return _BACKENDS[name]()
 
 
+def check_installed(backend: Backend) -> None:
+    """Fail before any work when an optional runtime is missing, naming the fix."""
+    import importlib.util
+
+    missing = [m for m in backend.requires if importlib.util.find_spec(m) is None]
+    if missing:
+        raise UsageError(f"format {backend.name!r} needs {', '.join(missing)}, which is not installed; "
+                         "install it with: pip install " + (f"'edgeify[{backend.extra}]'" if backend.extra else "edgeify"))
+
+
+@contextlib.contextmanager
+def written_atomically(path: Path):
+    """Yield a temp path beside `path`; renamed onto it on success, removed otherwise,
+    so an interrupted write leaves no half file."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def logits_module(model, names: list[str]):
+    """The HF model as a module taking positional inputs and returning only logits."""
+    import inspect
+
+    import torch
+
+    extra = {"use_cache": False} if "use_cache" in inspect.signature(model.forward).parameters else {}
+
+    class LogitsOnly(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.model = model
+
+        def forward(self, *args):
+            return self.model(**dict(zip(names, args)), **extra, return_dict=True).logits
+
+    return LogitsOnly().eval()
+
+
 def config_record(config: Any) -> dict[str, Any]:
     """A quantization config as it goes into report.json."""
     return {"type": type(config).__name__, **dataclasses.asdict(config)}
 
 
-from edgeify.export import onnx as _onnx  # noqa: E402,F401  (registration)
+from edgeify.export import onnx as _onnx, openvino as _openvino  # noqa: E402,F401  (registration)

@@ -18,7 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeify.export import Artifact, config_record, register_backend
+from edgeify.export import Artifact, config_record, logits_module, register_backend, written_atomically
 from edgeify.errors import EdgeifyError
 
 log = logging.getLogger(__name__)
@@ -45,24 +45,10 @@ class StaticInt8:
     activation_symmetric: bool = False
 
 
-@contextlib.contextmanager
-def _written_atomically(path: Path):
-    """Yield a temp path beside `path`; renamed onto it on success, removed otherwise,
-    so an interrupted write leaves no half file."""
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        yield tmp
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _atomic_save(model, path: Path) -> None:
     import onnx
 
-    with _written_atomically(path) as tmp:
+    with written_atomically(path) as tmp:
         onnx.save_model(model, tmp)
 
 
@@ -113,8 +99,8 @@ def export_fp32_raw(model, family, sample: dict[str, np.ndarray], path: Path) ->
     out_name = "logits"
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
     axes[out_name] = {0: "batch"} if family.task != "causal-lm" else {0: "batch", 1: "sequence"}
-    wrapped = _logits_module(model, names)
-    with _written_atomically(path) as tmp, torch.no_grad():
+    wrapped = logits_module(model, names)
+    with written_atomically(path) as tmp, torch.no_grad():
         try:
             torch.onnx.export(wrapped, args, tmp, input_names=names, output_names=[out_name],
                               dynamic_axes=axes, opset_version=OPSET, dynamo=False)
@@ -125,25 +111,6 @@ def export_fp32_raw(model, family, sample: dict[str, np.ndarray], path: Path) ->
                                      output_names=[out_name], dynamic_shapes=dims,
                                      opset_version=max(OPSET, 18), dynamo=True)
             prog.save(tmp, external_data=False)
-
-
-def _logits_module(model, names: list[str]):
-    """The HF model as a module taking positional inputs and returning only logits."""
-    import inspect
-
-    import torch
-
-    extra = {"use_cache": False} if "use_cache" in inspect.signature(model.forward).parameters else {}
-
-    class LogitsOnly(torch.nn.Module):
-        def __init__(self):
-            super().__init__()
-            self.model = model
-
-        def forward(self, *args):
-            return self.model(**dict(zip(names, args)), **extra, return_dict=True).logits
-
-    return LogitsOnly().eval()
 
 
 def fuse(raw: Path, family, model_config, out: Path) -> dict:
@@ -294,7 +261,8 @@ def check(path: Path) -> None:
 @register_backend("onnx")
 class OnnxBackend:
     name = "onnx"
-    suffix = ".onnx"
+    requires = ("onnx", "onnxruntime")
+    extra = ""  # core dependencies
 
     def export(self, model, family, sample, out_dir: Path) -> Artifact:
         import onnx
@@ -319,13 +287,14 @@ class OnnxBackend:
             log.warning("transformer fusion failed (%s); keeping the plain export", e)
             notes.update({"fused_ops": {}, "fusion_error": str(e)[:300],
                           "deduplicated_initializers": plain_removed})
-            with _written_atomically(out) as tmp:
+            with written_atomically(out) as tmp:
                 shutil.copyfile(plain, tmp)
         raw.unlink()
         return Artifact("onnx", "fp32", out, {"type": "Fp32Export", "opset": OPSET},
                         notes, internal={"plain": plain})
 
-    def quantize(self, fp32: Artifact, family, calibration, config, out_dir: Path) -> Artifact:
+    def quantize(self, fp32: Artifact, family, calibration, config, out_dir: Path,
+                 validation=None) -> Artifact:
         handler = QUANTIZERS.get(type(config))
         if handler is None:
             raise EdgeifyError(f"no ONNX quantizer for {type(config).__name__}; have: "
@@ -333,5 +302,9 @@ class OnnxBackend:
         name = {DynamicInt8: "model.int8-dynamic.onnx", StaticInt8: "model.int8-static.onnx"}[type(config)]
         return handler(fp32, family, calibration, config, out_dir / name)
 
-    def int8_configs(self, family) -> list:
+    def float_configs(self, family) -> list:
+        return []
+
+    def int8_configs(self, family, max_accuracy_drop: float | None = None) -> list:
+        # No accuracy-controlled mode here: the budget only steers the selection.
         return [DynamicInt8(), StaticInt8()]

@@ -45,7 +45,8 @@ def open_runner(path: str | Path, threads: int) -> Runner:
     raise UsageError(f"{path}: not an artifact edgeify can run; accepted: {kinds}")
 
 
-from edgeify.runtimes import onnxruntime_runner as _ort, torch_runner as _torch  # noqa: E402,F401
+from edgeify.runtimes import (  # noqa: E402,F401  (registration)
+    onnxruntime_runner as _ort, openvino_runner as _ov, torch_runner as _torch)
 
 
 def input_names(path: Path) -> tuple[str, ...]:
@@ -67,6 +68,23 @@ def input_names(path: Path) -> tuple[str, ...]:
 
             raise EdgeifyError(f"{path}: cannot read ONNX model (no graph)")
         return names
+    if path.is_file() and path.suffix == ".xml":
+        import xml.etree.ElementTree as ET
+
+        from edgeify.errors import EdgeifyError
+
+        try:
+            layers = ET.parse(path).getroot().iter("layer")
+        except ET.ParseError as e:
+            raise EdgeifyError(f"{path}: not a valid OpenVINO IR .xml ({e})") from None
+        names = []
+        for layer in layers:
+            if layer.get("type") == "Parameter":
+                port = layer.find("output/port")
+                names.append((port.get("names") if port is not None else None) or layer.get("name"))
+        if not names:
+            raise EdgeifyError(f"{path}: OpenVINO IR has no inputs")
+        return tuple(n.split(",")[0] for n in names)
     if path.is_dir() and (path / "config.json").exists():
         from edgeify.families.loader import _family_of_dir
 

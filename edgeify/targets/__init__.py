@@ -1,6 +1,8 @@
 """Hardware targets: what a run is tuned for and timed on.
 
-Only `host` exists so far: the machine edgeify runs on, timed for real.
+`host` is the machine edgeify runs on. `x86-avx2` is the same machine with the CPU's
+instruction set capped at AVX2 for the runtimes that honour a cap, so an AVX2-only
+server (no AVX-512, no VNNI) is timed for real rather than guessed.
 """
 
 from __future__ import annotations
@@ -17,19 +19,52 @@ class Target:
     threads: int
     formats: tuple[str, ...]
     measured: bool  # True: latency is timed on the device itself
+    # Environment for the timing process (e.g. an ISA cap), as (name, value) pairs.
+    env: tuple[tuple[str, str], ...] = ()
+    # Why a format is missing from `formats`, for the error a user sees.
+    refused: tuple[tuple[str, str], ...] = ()
+
+    def check_format(self, fmt: str) -> None:
+        if fmt not in self.formats:
+            why = dict(self.refused).get(fmt, "not available on this target")
+            raise UsageError(f"target {self.name!r} cannot run format {fmt!r}: {why}; "
+                             f"formats here: {', '.join(self.formats)}")
+
+
+def _cores() -> int:
+    import psutil
+
+    return psutil.cpu_count(logical=False) or psutil.cpu_count() or 1
 
 
 def _host() -> Target:
     import platform
 
-    import psutil
-
-    cores = psutil.cpu_count(logical=False) or psutil.cpu_count() or 1
-    return Target("host", f"this machine ({platform.machine()}, {cores} physical cores)",
-                  threads=cores, formats=("onnx",), measured=True)
+    return Target("host", f"this machine ({platform.machine()}, {_cores()} physical cores)",
+                  threads=_cores(), formats=("onnx", "openvino"), measured=True)
 
 
-_TARGETS = {"host": _host}
+# oneDNN (inside OpenVINO's CPU plugin and PyTorch) reads ONEDNN_MAX_CPU_ISA; PyTorch's
+# own vectorised kernels read ATEN_CPU_CAPABILITY, and MKL reads MKL_ENABLE_INSTRUCTIONS.
+# benchmarks/bench_openvino.py times the cap to show it takes effect.
+AVX2_ENV = (("ONEDNN_MAX_CPU_ISA", "AVX2"), ("ATEN_CPU_CAPABILITY", "avx2"),
+            ("MKL_ENABLE_INSTRUCTIONS", "AVX2"))
+
+
+def _x86_avx2() -> Target:
+    import platform
+
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        raise UsageError(f"target 'x86-avx2' is timed by capping this CPU to AVX2, "
+                         f"which needs an x86-64 host, not {platform.machine()}")
+    return Target(
+        "x86-avx2", f"this machine capped to AVX2 (no AVX-512, no VNNI), {_cores()} cores",
+        threads=_cores(), formats=("openvino",), measured=True, env=AVX2_ENV,
+        refused=(("onnx", "onnxruntime has no switch to cap its kernels to AVX2, so its "
+                          "timing here would be AVX-512 timing"),))
+
+
+_TARGETS = {"host": _host, "x86-avx2": _x86_avx2}
 
 
 def names() -> list[str]:

@@ -20,17 +20,18 @@ from edgeify.errors import EdgeifyError
 
 def measure(artifact: str | Path, feeds: dict[str, np.ndarray], threads: int,
             warmup: int = 10, min_runs: int = 30, max_runs: int = 300,
-            max_seconds: float = 6.0, timeout: float = 600.0) -> dict:
+            max_seconds: float = 6.0, timeout: float = 600.0,
+            env: tuple[tuple[str, str], ...] = ()) -> dict:
     """Latency p50/p90 (ms) at the given inputs' shape, plus peak RSS (MB)."""
     with tempfile.TemporaryDirectory(prefix="edgeify-bench-") as tmp:
         inputs = Path(tmp) / "inputs.npz"
         np.savez(inputs, **feeds)
         spec = dict(artifact=str(artifact), inputs=str(inputs), threads=threads, warmup=warmup,
                     min_runs=min_runs, max_runs=max_runs, max_seconds=max_seconds)
-        env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
+        child_env = dict(os.environ, OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads), **dict(env))
         try:
             proc = subprocess.run([sys.executable, "-m", "edgeify.targets.child", json.dumps(spec)],
-                                  capture_output=True, text=True, timeout=timeout, env=env)
+                                  capture_output=True, text=True, timeout=timeout, env=child_env)
         except subprocess.TimeoutExpired:
             raise EdgeifyError(f"benchmark of {artifact} timed out after {timeout:.0f}s") from None
     if proc.returncode != 0:
@@ -40,7 +41,8 @@ def measure(artifact: str | Path, feeds: dict[str, np.ndarray], threads: int,
 
 
 def measure_interleaved(artifacts: list[str | Path], feeds: dict[str, np.ndarray], threads: int,
-                        rounds: int = 3, seconds_per_round: float = 2.0, progress=None) -> list[dict]:
+                        rounds: int = 3, seconds_per_round: float = 2.0, progress=None,
+                        env: tuple[tuple[str, str], ...] = ()) -> list[dict]:
     """Time several artifacts in interleaved rounds; p50/p90 are medians over the rounds.
 
     On a shared, noisy machine a slow spell hits one artifact when they are timed one
@@ -52,7 +54,7 @@ def measure_interleaved(artifacts: list[str | Path], feeds: dict[str, np.ndarray
     per: list[list[dict]] = [[] for _ in artifacts]
     for _ in range(max(1, rounds)):
         for i, path in enumerate(artifacts):
-            per[i].append(measure(path, feeds, threads, max_seconds=seconds_per_round))
+            per[i].append(measure(path, feeds, threads, max_seconds=seconds_per_round, env=env))
             if progress is not None:
                 progress.update(1)
     out = []

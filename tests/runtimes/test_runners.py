@@ -151,7 +151,8 @@ def test_open_unknown_file_type(tmp_path):
     with pytest.raises(UsageError) as info:
         open_runner(p, 1)
     assert str(info.value) == (f"{p}: not an artifact edgeify can run; accepted: .onnx file "
-                               "(onnxruntime), Hugging Face model directory (PyTorch eager)")
+                               "(onnxruntime), .xml OpenVINO IR (openvino), "
+                               "Hugging Face model directory (PyTorch eager)")
     with pytest.raises(UsageError, match="not an artifact edgeify can run"):
         input_names(p)
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import platform
+
 import numpy as np
 import pytest
 
@@ -100,12 +103,39 @@ def test_measure_timeout(tmp_path, feeds):
 
 def test_targets_registry():
     host = targets.get("host")
-    assert host.name == "host" and host.measured and host.formats == ("onnx",)
-    assert host.threads >= 1
-    assert targets.names() == ["host"]
+    assert host.name == "host" and host.measured and host.formats == ("onnx", "openvino")
+    assert host.threads >= 1 and host.env == ()
+    assert targets.names() == ["host", "x86-avx2"]
     with pytest.raises(UsageError) as info:
         targets.get("raspberry-pi")
-    assert str(info.value) == "unknown target 'raspberry-pi'; accepted: host"
+    assert str(info.value) == "unknown target 'raspberry-pi'; accepted: host, x86-avx2"
+
+
+@pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 only")
+def test_x86_avx2_target_caps_the_isa_and_refuses_onnx():
+    avx2 = targets.get("x86-avx2")
+    assert dict(avx2.env)["ONEDNN_MAX_CPU_ISA"] == "AVX2" and avx2.measured
+    avx2.check_format("openvino")
+    with pytest.raises(UsageError) as info:
+        avx2.check_format("onnx")
+    assert "onnxruntime has no switch to cap its kernels" in str(info.value)
+
+
+def test_measure_passes_the_target_env_to_the_child(tmp_path, feeds, monkeypatch):
+    """The ISA cap must reach the timing process (where the runtime reads it), not ours."""
+    import edgeify.targets.local as local
+
+    seen = {}
+    real_run = local.subprocess.run
+
+    def spy(cmd, **kwargs):
+        seen.update(kwargs["env"])
+        return real_run(cmd, **kwargs)
+
+    monkeypatch.setattr(local.subprocess, "run", spy)
+    path = _small_onnx(tmp_path / "tiny.onnx")
+    measure(path, feeds, threads=1, max_seconds=0.1, env=(("ONEDNN_MAX_CPU_ISA", "AVX2"),))
+    assert seen["ONEDNN_MAX_CPU_ISA"] == "AVX2" and "ONEDNN_MAX_CPU_ISA" not in os.environ
 
 
 def test_peak_rss_is_the_childs_own_not_the_parents(tmp_path, feeds):

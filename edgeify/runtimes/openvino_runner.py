@@ -1,0 +1,126 @@
+"""OpenVINO on CPU: latency hint, the target's thread count, an explicit inference precision.
+
+Shapes: the IR keeps dynamic batch and sequence axes. With `static_shapes` the runner
+reshapes to each input shape it meets and compiles once per shape, which lets the CPU
+plugin pick shape-specialised kernels; `benchmarks/bench_openvino.py` measures both
+modes and the default follows that measurement (see benchmarks/RESULTS.md).
+"""
+
+from __future__ import annotations
+
+import os
+import xml.etree.ElementTree as ET
+from collections import Counter
+from pathlib import Path
+
+import numpy as np
+
+from edgeify.errors import EdgeifyError, UsageError
+from edgeify.runtimes import register_runner
+
+# Measured default (benchmarks/RESULTS.md): see STATIC_SHAPES_DEFAULT's note there.
+STATIC_SHAPES_DEFAULT = False
+SHAPES_ENV = "EDGEIFY_OPENVINO_SHAPES"  # "static" or "dynamic" overrides the default
+
+
+def _first_line(e: Exception) -> str:
+    lines = [ln for ln in str(e).splitlines() if ln.strip() and not ln.startswith("Exception from")]
+    return (lines[0] if lines else type(e).__name__)[:240]
+
+
+def _rt_value(model, key: list[str]) -> str | None:
+    try:
+        return model.get_rt_info(key).astype(str)
+    except Exception:  # noqa: BLE001 - missing key
+        return None
+
+
+def _static_default() -> bool:
+    value = os.environ.get(SHAPES_ENV, "").strip().lower()
+    if value and value not in ("static", "dynamic"):
+        raise UsageError(f"{SHAPES_ENV}={value!r}; accepted: static, dynamic")
+    return STATIC_SHAPES_DEFAULT if not value else value == "static"
+
+
+@register_runner(".xml OpenVINO IR (openvino)", lambda p: p.is_file() and p.suffix == ".xml")
+class OpenVinoRunner:
+    def __init__(self, path: Path, threads: int, static_shapes: bool | None = None):
+        try:
+            import openvino as ov
+        except ImportError:
+            raise UsageError("openvino is not installed; install it with: "
+                             "pip install 'edgeify[openvino]'") from None
+        from edgeify.export.openvino import RT_BIN_SHA256, RT_PRECISION, sha256_of
+
+        path = Path(path)
+        weights = path.with_suffix(".bin")
+        try:  # OpenVINO's own message for a broken .xml lists every frontend it tried
+            root = ET.parse(path).getroot()
+        except ET.ParseError as e:
+            raise EdgeifyError(f"{path}: not a valid OpenVINO IR .xml ({e})") from None
+        if root.tag != "net":
+            raise EdgeifyError(f"{path}: not an OpenVINO IR .xml (root element <{root.tag}>, expected <net>)")
+        if not weights.exists():
+            raise EdgeifyError(f"{path}: its weights file {weights.name} is missing (an IR is an .xml + .bin pair)")
+        self.core = ov.Core()
+        try:
+            self.model = self.core.read_model(str(path), str(weights))
+        except Exception as e:  # noqa: BLE001 - openvino raises RuntimeError with C++ context
+            raise EdgeifyError(f"{path}: cannot load OpenVINO IR ({_first_line(e)})") from None
+        expected = _rt_value(self.model, RT_BIN_SHA256)
+        if expected and sha256_of(weights) != expected:
+            raise EdgeifyError(f"{path}: {weights.name} does not match this .xml (checksum differs); "
+                               "the pair must come from the same export")
+        hint = _rt_value(self.model, RT_PRECISION) or "f32"
+        self.config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1}
+        if hint != "native":
+            self.config["INFERENCE_PRECISION_HINT"] = hint
+        self.static = _static_default() if static_shapes is None else static_shapes
+        self.input_names = tuple(next(iter(p.get_names())) for p in self.model.inputs)
+        self.runtime = f"openvino {ov.__version__}"
+        self.threads = threads
+        self._compiled: dict[tuple, object] = {}
+        self._last = None
+        if not self.static:
+            self._last = self._compile(None)
+
+    def _compile(self, shapes: tuple | None):
+        model = self.model
+        if shapes is not None:
+            model = self.model.clone()
+            model.reshape(dict(zip(self.input_names, (list(s) for s in shapes))))
+        try:
+            compiled = self.core.compile_model(model, "CPU", self.config)
+        except Exception as e:  # noqa: BLE001
+            raise EdgeifyError(f"cannot compile OpenVINO model ({_first_line(e)})") from None
+        request = compiled.create_infer_request()
+        self._compiled[shapes] = (compiled, request)
+        return compiled, request
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        missing = [n for n in self.input_names if n not in feeds]
+        if missing:
+            raise EdgeifyError(f"model needs inputs {missing}; got {sorted(feeds)}")
+        inputs = {n: feeds[n] for n in self.input_names}
+        key = tuple(inputs[n].shape for n in self.input_names) if self.static else None
+        pair = self._compiled.get(key) or self._compile(key)
+        self._last = pair
+        result = pair[1].infer(inputs)
+        return np.array(result.to_tuple()[0])
+
+    @property
+    def precision(self) -> str:
+        """What ran: the precision the plugin chose, and how many matmuls ran in int8."""
+        if self._last is None:
+            return "not compiled yet"
+        compiled = self._last[0]
+        ran = str(compiled.get_property("INFERENCE_PRECISION_HINT")).replace("<Type: '", "").rstrip("'>")
+        layers = Counter()
+        for op in compiled.get_runtime_model().get_ordered_ops():
+            info = op.get_rt_info()
+            if info["layerType"].astype(str) in ("FullyConnected", "MatMul", "Convolution"):
+                layers[info["runtimePrecision"].astype(str)] += 1
+        total = sum(layers.values())
+        low = sum(v for k, v in layers.items() if k in ("u8", "i8", "u4", "i4"))
+        ran = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}.get(ran, ran)
+        return f"int8 {low}/{total} matmuls, rest {ran}" if low else ran
