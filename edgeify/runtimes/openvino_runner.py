@@ -35,6 +35,17 @@ def _rt_value(model, key: list[str]) -> str | None:
         return None
 
 
+# oneDNN ISA caps under which bf16 cannot run. OpenVINO still picks bf16 by default from
+# the CPU's own flags and then fails to compile (seen with ONEDNN_MAX_CPU_ISA=AVX2), so a
+# "native" model runs in f32 there, as it would on a real CPU without bf16.
+_CAPS_WITHOUT_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX512_CORE", "AVX512_CORE_VNNI"}
+
+
+def _native_precision_hint() -> str | None:
+    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+    return "f32" if cap in _CAPS_WITHOUT_BF16 else None
+
+
 def _static_default() -> bool:
     value = os.environ.get(SHAPES_ENV, "").strip().lower()
     if value and value not in ("static", "dynamic"):
@@ -73,7 +84,9 @@ class OpenVinoRunner:
                                "the pair must come from the same export")
         hint = _rt_value(self.model, RT_PRECISION) or "f32"
         self.config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1}
-        if hint != "native":
+        if hint == "native":
+            hint = _native_precision_hint()
+        if hint:
             self.config["INFERENCE_PRECISION_HINT"] = hint
         self.static = _static_default() if static_shapes is None else static_shapes
         self.input_names = tuple(next(iter(p.get_names())) for p in self.model.inputs)
