@@ -210,6 +210,8 @@ def run(config: RunConfig, log_fn: Callable[[str], None] = print) -> dict:
                 log_fn(f"      {backend.name}: {qconfig}")
                 artifacts.append(backend.quantize(fp32, family, data.calibration, qconfig, fmt_dir,
                                                   validation=validation))
+                if artifacts[-1].notes.get("warning"):
+                    log_fn(f"      warning: {artifacts[-1].notes['warning']}")
             for art in artifacts:
                 log_fn(f"      {art.format} {art.precision}: evaluate")
                 evaluated.append((art, evaluate(open_runner(art.path, target.threads), data.evaluation,

@@ -90,12 +90,8 @@ def markdown(report: dict) -> str:
     if sel:
         lines += [f"`*` selected int8 artifact: **{sel['chosen']}** — {sel['reason']}", ""]
     for a in report["artifacts"]:
-        notes = a.get("notes", {})
-        if notes.get("within_budget") is False:
-            lines += [f"> **{a['path']}: accuracy control found no int8 model within "
-                      f"{a['config'].get('max_drop')} {notes.get('drop_unit')}**; kept the best one "
-                      f"it found (drop {notes.get('final_drop')}, "
-                      f"{len(notes.get('reverted_to_float', []))} layers reverted to float).", ""]
+        if a.get("notes", {}).get("warning"):
+            lines += [f"> **{a['path']}**: {a['notes']['warning']}", ""]
     lines += ["## Artifacts", ""]
     for a in report["artifacts"]:
         lines.append(f"- `{a['path']}` ({a['format']} {a['precision']}): config `{json.dumps(a['config'])}`")

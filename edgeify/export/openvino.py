@@ -148,6 +148,14 @@ def quantize_int8(fp32: Artifact, family, calibration, config: Int8, out: Path,
                      "n_calibration": len(calibration)})
 
 
+def _score(model, validation: Validation) -> float:
+    """The validation score of one model on the whole evaluation set, run in f32 as NNCF does."""
+    import openvino as ov
+
+    compiled = ov.Core().compile_model(model, "CPU", {"INFERENCE_PRECISION_HINT": "f32"})
+    return validation.score(lambda feeds: compiled(feeds)[0], list(range(validation.n_items)))[0]
+
+
 def quantize_accuracy_controlled(fp32: Artifact, family, calibration, config: AccuracyControlledInt8,
                                  out: Path, validation: Validation | None = None) -> Artifact:
     import nncf
@@ -155,16 +163,15 @@ def quantize_accuracy_controlled(fp32: Artifact, family, calibration, config: Ac
 
     if validation is None:
         raise EdgeifyError("accuracy-controlled quantization needs the evaluation set")
-    full_scores: list[float] = []  # every validation on the whole set, in NNCF's order
 
     def validate(compiled, items):
-        indices = [int(i) for i in items]
-        score, per_item = validation.score(lambda feeds: compiled(feeds)[0], indices)
-        if len(indices) == validation.n_items:
-            full_scores.append(score)
-        return score, per_item
+        return validation.score(lambda feeds: compiled(feeds)[0], [int(i) for i in items])
 
     model = _read(fp32.path)
+    reference = _score(model, validation)
+    if reference == 0:  # NNCF divides by it
+        raise EdgeifyError("accuracy-controlled quantization needs a non-zero fp32 score on the "
+                           "evaluation set; check the labels of --data")
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         quantized = nncf.quantize_with_accuracy_control(
             model, nncf.Dataset(_samples(calibration, family.onnx_inputs)),
@@ -175,29 +182,36 @@ def quantize_accuracy_controlled(fp32: Artifact, family, calibration, config: Ac
             advanced_accuracy_restorer_parameters=AdvancedAccuracyRestorerParameters(
                 ranking_subset_size=min(config.ranking_subset_size, validation.n_items),
                 intermediate_model_dir=tmp))
-        # NNCF saves the fully quantized model it started from; the difference is what it reverted.
-        initial = next(Path(tmp).rglob("*.xml"), None)
-        initial_int8 = set(quantized_matmuls(_read(initial))) if initial else set()
+        # NNCF saves the fully quantized model it started from: the difference is what it
+        # reverted, and it is the fallback when reverting did not help.
+        initial_xml = next(Path(tmp).rglob("*.xml"), None)
+        initial = _read(initial_xml) if initial_xml else None
+        initial_drop = None
+        if initial is not None:
+            initial_drop = round(reference - _score(initial, validation), 4)
+            initial.set_rt_info("f32", RT_PRECISION)
+    drop = round(reference - _score(quantized, validation), 4)
+    kept = "accuracy-controlled"
+    if drop > config.max_drop and initial_drop is not None and initial_drop < drop:
+        # NNCF returns its last candidate, which can be worse than where it started.
+        quantized, drop, kept = initial, initial_drop, "initial int8 (reverting layers made it worse)"
     final_int8 = set(quantized_matmuls(quantized))
     quantized.set_rt_info("f32", RT_PRECISION)
     save_ir(quantized, out)
-    reference, first = (full_scores + [None, None])[:2]
-    final = full_scores[-1] if len(full_scores) > 2 else first
-    drop = None if reference is None or final is None else round(reference - final, 4)
-    within = drop is not None and drop <= config.max_drop
+    within = drop <= config.max_drop
     notes = {
         "validated_on": f"the evaluation set ({validation.n_items} samples)",
         "drop_unit": validation.unit,
-        "initial_int8_drop": None if reference is None or first is None else round(reference - first, 4),
+        "initial_int8_drop": initial_drop,
         "final_drop": drop,
         "within_budget": within,
+        "kept": kept,
         "int8_matmuls": len(final_int8), "matmuls": _count(quantized, "MatMul"),
-        "reverted_to_float": sorted(initial_int8 - final_int8),
-        "full_validations": len(full_scores),
+        "reverted_to_float": sorted(set(quantized_matmuls(initial)) - final_int8) if initial else [],
     }
     if not within:
-        log.warning("accuracy control found no int8 model within %.3g %s (best drop: %s); "
-                    "keeping the best one found", config.max_drop, validation.unit, drop)
+        notes["warning"] = (f"accuracy control found no int8 model within {config.max_drop:g} "
+                            f"{validation.unit}; kept the best one found (drop {drop:g}, {kept})")
     return Artifact("openvino", "int8-accuracy-controlled", out, config_record(config), notes)
 
 

@@ -73,15 +73,18 @@ class OpenVinoRunner:
             raise EdgeifyError(f"{path}: not an OpenVINO IR .xml (root element <{root.tag}>, expected <net>)")
         if not weights.exists():
             raise EdgeifyError(f"{path}: its weights file {weights.name} is missing (an IR is an .xml + .bin pair)")
+        # Before OpenVINO reads the pair: a wrong .bin fails there with C++ shape-check noise,
+        # or (same size) loads silently wrong weights.
+        node = root.find("rt_info/" + "/".join(RT_BIN_SHA256))
+        expected = node.get("value") if node is not None else None
+        if expected and sha256_of(weights) != expected:
+            raise EdgeifyError(f"{path}: {weights.name} does not match this .xml (checksum differs); "
+                               "the pair must come from the same export")
         self.core = ov.Core()
         try:
             self.model = self.core.read_model(str(path), str(weights))
         except Exception as e:  # noqa: BLE001 - openvino raises RuntimeError with C++ context
             raise EdgeifyError(f"{path}: cannot load OpenVINO IR ({_first_line(e)})") from None
-        expected = _rt_value(self.model, RT_BIN_SHA256)
-        if expected and sha256_of(weights) != expected:
-            raise EdgeifyError(f"{path}: {weights.name} does not match this .xml (checksum differs); "
-                               "the pair must come from the same export")
         hint = _rt_value(self.model, RT_PRECISION) or "f32"
         self.config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1}
         if hint == "native":
@@ -123,17 +126,19 @@ class OpenVinoRunner:
 
     @property
     def precision(self) -> str:
-        """What ran: the precision the plugin chose, and how many matmuls ran in int8."""
+        """What ran: the plugin's float precision and the matmuls that ran in lower precision
+        (int8 compute for NNCF int8; the weights' type for weight-only models)."""
         if self._last is None:
             return "not compiled yet"
         compiled = self._last[0]
         ran = str(compiled.get_property("INFERENCE_PRECISION_HINT")).replace("<Type: '", "").rstrip("'>")
+        ran = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}.get(ran, ran)
         layers = Counter()
         for op in compiled.get_runtime_model().get_ordered_ops():
             info = op.get_rt_info()
             if info["layerType"].astype(str) in ("FullyConnected", "MatMul", "Convolution"):
                 layers[info["runtimePrecision"].astype(str)] += 1
         total = sum(layers.values())
-        low = sum(v for k, v in layers.items() if k in ("u8", "i8", "u4", "i4"))
-        ran = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}.get(ran, ran)
-        return f"int8 {low}/{total} matmuls, rest {ran}" if low else ran
+        low = {"int4": layers["i4"] + layers["u4"], "int8": layers["i8"] + layers["u8"]}
+        parts = [f"{name} {n}/{total}" for name, n in low.items() if n]
+        return f"{' + '.join(parts)} matmuls, rest {ran}" if parts else ran

@@ -255,8 +255,6 @@ def test_open_ir_with_bin_of_another_model(electra, tmp_path):
         assert msg == f"{p}: {CHECKSUM_MSG}" or msg.startswith(f"{p}: cannot load OpenVINO IR ("), msg
 
 
-@pytest.mark.xfail(strict=True, reason="the runner compares the .bin checksum only after "
-                   "read_model, whose C++ errors (size, shape validation) answer first")
 def test_bin_of_another_model_names_the_mismatch(electra, tmp_path):
     for p in _swap_bins(electra, tmp_path):
         with pytest.raises(EdgeifyError) as info:

@@ -1,0 +1,151 @@
+"""OpenVINO through edgeify vs PyTorch eager, in one run: fp32, fp16 weights, NNCF int8;
+dynamic vs static shapes; the host CPU vs the same CPU capped to AVX2 (target x86-avx2).
+
+Every model is timed at batch 1 in a fresh process with the same threads and input, in
+interleaved rounds (median of the rounds' p50s): the machine is shared and noisy, so the
+ratios count, not the absolute times.
+
+    python benchmarks/bench_openvino.py --model DIR --data tweets.csv --name ov-electra-minilm-tweets
+    python benchmarks/bench_openvino.py --shape electra-small --name ov-electra-small-shape
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_onnx import SHAPES, build_shape, machine  # noqa: E402
+
+warnings.filterwarnings("ignore")
+
+
+def size_of(path: Path) -> int:
+    if path.is_dir():
+        return sum(p.stat().st_size for p in path.glob("*.safetensors"))
+    return path.stat().st_size + (path.with_suffix(".bin").stat().st_size if path.suffix == ".xml" else 0)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--model", help="HF model directory (real weights)")
+    ap.add_argument("--shape", choices=sorted(SHAPES), help="random-init model of a published shape")
+    ap.add_argument("--data")
+    ap.add_argument("--text-column")
+    ap.add_argument("--label-column")
+    ap.add_argument("--seq-len", type=int, default=128)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--n-eval", type=int, default=1000)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--seconds", type=float, default=4.0, help="timing budget per model per round")
+    ap.add_argument("--no-avx2", action="store_true", help="skip the AVX2-capped timings")
+    ap.add_argument("--name", required=True)
+    ap.add_argument("--work", help="work dir (default: a temp dir)")
+    args = ap.parse_args()
+
+    import edgeify
+    from edgeify.runtimes.openvino_runner import SHAPES_ENV
+    from edgeify.targets import AVX2_ENV, local
+
+    work = Path(args.work or tempfile.mkdtemp(prefix="edgeify-bench-ov-"))
+    work.mkdir(parents=True, exist_ok=True)
+    model_dir = Path(args.model) if args.model else build_shape(args.shape, work / "model")
+    t0 = time.time()
+    rep = edgeify.run(str(model_dir), int8=True, formats=("openvino",), data=args.data or "synthetic",
+                      text_column=args.text_column, label_column=args.label_column,
+                      seq_len=args.seq_len, n_eval=args.n_eval, out_dir=str(work / "edgeify"),
+                      force=True, bench_seconds=1.0, bench_rounds=1,
+                      log_fn=lambda m: print(m, file=sys.stderr))
+    out = Path(rep["output_dir"])
+    metric = rep["baseline"]["metric"]["name"]
+    values = {"pytorch": rep["baseline"]["metric"]["value"]}
+    paths = {"pytorch": out / "pytorch"}
+    for a in rep["artifacts"]:
+        values[a["precision"]] = a["metric"]["value"]
+        paths[a["precision"]] = out / a["path"]
+
+    dyn, static = ((SHAPES_ENV, "dynamic"),), ((SHAPES_ENV, "static"),)
+    # (label, artifact key, env)
+    runs = [("PyTorch fp32 eager", "pytorch", ()),
+            ("OpenVINO fp32, dynamic shapes", "fp32", dyn),
+            ("OpenVINO fp32, static shapes", "fp32", static),
+            ("OpenVINO fp16 weights (runs bf16)", "fp16", dyn),
+            ("OpenVINO int8, dynamic shapes", "int8", dyn),
+            ("OpenVINO int8, static shapes", "int8", static)]
+    if not args.no_avx2:
+        runs += [("x86-avx2: PyTorch fp32 eager", "pytorch", AVX2_ENV),
+                 ("x86-avx2: OpenVINO fp32", "fp32", AVX2_ENV + dyn),
+                 ("x86-avx2: OpenVINO fp16 weights (runs f32)", "fp16", AVX2_ENV + dyn),
+                 ("x86-avx2: OpenVINO int8", "int8", AVX2_ENV + dyn)]
+
+    from edgeify.calibration.datasets import load_examples, prepare
+    from edgeify.families import loader
+
+    loaded = loader.load_local(model_dir)
+    family = loaded.family
+    examples = load_examples(family, args.data or "synthetic", synthetic_default=True, n_wanted=200,
+                             text_column=args.text_column, label_column=args.label_column)
+    data = prepare(family, loaded.tokenizer, loaded.model.config.id2label, *examples,
+                   seq_len=args.seq_len, n_calibration=8, n_eval=16)
+    feeds = data.evaluation.rows(0, 1)
+
+    lat: dict[str, list[float]] = {label: [] for label, _, _ in runs}
+    ran: dict[str, str] = {}
+    for r in range(args.rounds):
+        for label, key, env in runs:
+            res = local.measure(paths[key], feeds, args.threads, max_seconds=args.seconds, env=env)
+            lat[label].append(res["p50"])
+            ran[label] = res["precision"]
+        print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{k}={v[-1]:.2f}" for k, v in lat.items()),
+              file=sys.stderr)
+    p50 = {k: statistics.median(v) for k, v in lat.items()}
+
+    base = p50["PyTorch fp32 eager"]
+    ov32 = p50["OpenVINO fp32, dynamic shapes"]
+    lines = [
+        f"### {args.name}",
+        "",
+        f"- model: `{model_dir.name}` ({family.name}, {rep['model']['params']:,} params, "
+        f"{'random init, shape ' + args.shape if args.shape else 'real weights'}); data: {rep['data']['eval']} "
+        f"({rep['data']['n_eval']} eval samples); batch 1, seq {args.seq_len}, {args.threads} threads; "
+        f"latency = median of {args.rounds} interleaved rounds of p50, each in a fresh process",
+        f"- machine: {machine()}, openvino {rep['versions'].get('openvino')}, nncf {rep['versions'].get('nncf')}",
+        f"- run took {time.time() - t0:.0f}s",
+        "",
+        f"| model | ran as | {metric} | Δ vs PyTorch | p50 ms (rounds) | vs PyTorch eager | vs OpenVINO fp32 | size MB |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for label, key, _ in runs:
+        v = values[key]
+        lines.append(f"| {label} | {ran[label]} | {v:.2f} | {v - values['pytorch']:+.2f} | {p50[label]:.2f} "
+                     f"({', '.join(f'{x:.2f}' for x in lat[label])}) | {p50[label] / base:.2f}x | "
+                     f"{p50[label] / ov32:.2f}x | {size_of(paths[key]) / 2**20:.1f} |")
+    best_int8 = min(p50["OpenVINO int8, dynamic shapes"], p50["OpenVINO int8, static shapes"])
+    lines += ["",
+              f"OpenVINO int8 vs OpenVINO fp32: {p50['OpenVINO int8, dynamic shapes'] / ov32:.2f}x (dynamic), "
+              f"{best_int8 / ov32:.2f}x (best shape mode); vs PyTorch fp32 eager: "
+              f"{p50['OpenVINO int8, dynamic shapes'] / base:.2f}x; int8 {metric} "
+              f"{values['int8'] - values['fp32']:+.2f} vs OpenVINO fp32.",
+              f"Static / dynamic shapes: fp32 {p50['OpenVINO fp32, static shapes'] / ov32:.2f}x, "
+              f"int8 {p50['OpenVINO int8, static shapes'] / p50['OpenVINO int8, dynamic shapes']:.2f}x."]
+    if not args.no_avx2:
+        lines.append(
+            f"AVX2 cap: OpenVINO fp32 {p50['x86-avx2: OpenVINO fp32'] / ov32:.2f}x host, int8 "
+            f"{p50['x86-avx2: OpenVINO int8'] / p50['OpenVINO int8, dynamic shapes']:.2f}x host, "
+            f"PyTorch {p50['x86-avx2: PyTorch fp32 eager'] / base:.2f}x host; on x86-avx2 int8 is "
+            f"{p50['x86-avx2: OpenVINO int8'] / p50['x86-avx2: OpenVINO fp32']:.2f}x fp32.")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    res_dir = Path(__file__).parent / "results"
+    res_dir.mkdir(exist_ok=True)
+    (res_dir / f"{args.name}.md").write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
