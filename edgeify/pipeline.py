@@ -311,9 +311,12 @@ def bench_artifact(artifact: str | Path, *, seq_len: int = 128, batch: int = 1, 
     from edgeify.runtimes import input_names
 
     tgt = targets.get(target)
+    fmt = {".onnx": "onnx", ".xml": "openvino"}.get(Path(artifact).suffix)
+    if fmt is not None:
+        tgt.check_format(fmt)
     names = input_names(Path(artifact))
     ids = np.random.default_rng(0).integers(5, 100, size=(batch, seq_len), dtype=np.int64)
     fill = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
     feeds = {n: fill.get(n, np.zeros_like(ids)) for n in names}
-    result = local.measure(artifact, feeds, threads or tgt.threads, max_seconds=seconds)
+    result = local.measure(artifact, feeds, threads or tgt.threads, max_seconds=seconds, env=tgt.env)
     return {"artifact": str(artifact), "target": tgt.name, **result}

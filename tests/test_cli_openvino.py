@@ -122,3 +122,15 @@ def test_broken_ir_pair(tmp_path, ir_run, capsys, damage):
     assert str(bad) in capsys.readouterr().err
     assert main(["eval", str(good), "--data", str(labelled_csv), "--seq-len", "32"]) == 0
     assert json.loads(capsys.readouterr().out)["runtime"].startswith("openvino")
+
+
+def test_bench_on_the_avx2_target(tmp_path, ir_run, capsys):
+    out, _ = ir_run
+    xml = out / "openvino" / "model.int8.xml"
+    assert main(["bench", str(xml), "--target", "x86-avx2", "--seq-len", "32", "--seconds", "0.2"]) == 0
+    result = json.loads(capsys.readouterr().out)
+    assert result["target"] == "x86-avx2" and result["p50"] > 0
+    onnx = tmp_path / "m.onnx"
+    onnx.write_bytes(b"\x08\x07")
+    assert main(["bench", str(onnx), "--target", "x86-avx2"]) == 2
+    assert "cannot run format 'onnx'" in capsys.readouterr().err

@@ -1,9 +1,10 @@
 """OpenVINO on CPU: latency hint, the target's thread count, an explicit inference precision.
 
-Shapes: the IR keeps dynamic batch and sequence axes. With `static_shapes` the runner
-reshapes to each input shape it meets and compiles once per shape, which lets the CPU
-plugin pick shape-specialised kernels; `benchmarks/bench_openvino.py` measures both
-modes and the default follows that measurement (see benchmarks/RESULTS.md).
+Shapes: the IR keeps dynamic batch and sequence axes. In static mode the runner reshapes
+to each input shape it meets and compiles once per shape, which lets the CPU plugin pick
+shape-specialised kernels. Which mode an IR runs in is written into it at export (see
+RT_SHAPES in export/openvino.py, chosen from benchmarks/bench_openvino.py); the
+EDGEIFY_OPENVINO_SHAPES environment variable or `static_shapes=` overrides it.
 """
 
 from __future__ import annotations
@@ -18,8 +19,7 @@ import numpy as np
 from edgeify.errors import EdgeifyError, UsageError
 from edgeify.runtimes import register_runner
 
-# Measured default (benchmarks/RESULTS.md): see STATIC_SHAPES_DEFAULT's note there.
-STATIC_SHAPES_DEFAULT = False
+STATIC_SHAPES_DEFAULT = False  # for IRs that do not say (e.g. not written by edgeify)
 SHAPES_ENV = "EDGEIFY_OPENVINO_SHAPES"  # "static" or "dynamic" overrides the default
 
 
@@ -46,11 +46,12 @@ def _native_precision_hint() -> str | None:
     return "f32" if cap in _CAPS_WITHOUT_BF16 else None
 
 
-def _static_default() -> bool:
+def _static_default(declared: str | None) -> bool:
     value = os.environ.get(SHAPES_ENV, "").strip().lower()
     if value and value not in ("static", "dynamic"):
         raise UsageError(f"{SHAPES_ENV}={value!r}; accepted: static, dynamic")
-    return STATIC_SHAPES_DEFAULT if not value else value == "static"
+    value = value or declared or ""
+    return value == "static" if value else STATIC_SHAPES_DEFAULT
 
 
 @register_runner(".xml OpenVINO IR (openvino)", lambda p: p.is_file() and p.suffix == ".xml")
@@ -61,7 +62,7 @@ class OpenVinoRunner:
         except ImportError:
             raise UsageError("openvino is not installed; install it with: "
                              "pip install 'edgeify[openvino]'") from None
-        from edgeify.export.openvino import RT_BIN_SHA256, RT_PRECISION, sha256_of
+        from edgeify.export.openvino import RT_BIN_SHA256, RT_PRECISION, RT_SHAPES, sha256_of
 
         path = Path(path)
         weights = path.with_suffix(".bin")
@@ -91,7 +92,8 @@ class OpenVinoRunner:
             hint = _native_precision_hint()
         if hint:
             self.config["INFERENCE_PRECISION_HINT"] = hint
-        self.static = _static_default() if static_shapes is None else static_shapes
+        declared = _rt_value(self.model, RT_SHAPES)
+        self.static = _static_default(declared) if static_shapes is None else static_shapes
         self.input_names = tuple(next(iter(p.get_names())) for p in self.model.inputs)
         self.runtime = f"openvino {ov.__version__}"
         self.threads = threads
@@ -141,4 +143,5 @@ class OpenVinoRunner:
         total = sum(layers.values())
         low = {"int4": layers["i4"] + layers["u4"], "int8": layers["i8"] + layers["u8"]}
         parts = [f"{name} {n}/{total}" for name, n in low.items() if n]
-        return f"{' + '.join(parts)} matmuls, rest {ran}" if parts else ran
+        text = f"{' + '.join(parts)} matmuls, rest {ran}" if parts else ran
+        return text + (", static shapes" if self.static else "")

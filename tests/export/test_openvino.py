@@ -20,7 +20,7 @@ from edgeify.errors import EdgeifyError
 from edgeify.evaluate import evaluate, scorer
 from edgeify.export import Validation, config_record, get_backend
 from edgeify.export.openvino import (
-    RT_BIN_SHA256, RT_PRECISION, AccuracyControlledInt8, Fp16Weights, Int8, OpenVinoBackend,
+    RT_BIN_SHA256, RT_PRECISION, RT_SHAPES, AccuracyControlledInt8, Fp16Weights, Int8, OpenVinoBackend,
     WeightsOnly, quantized_matmuls, sha256_of)
 from edgeify.families import CAUSAL_LM
 from edgeify.runtimes import open_runner
@@ -215,6 +215,9 @@ def test_int8_quantize(electra, electra_int8):
     got, ref = runner.run(feeds), ref_runner.run(feeds)
     assert runner.precision.startswith("int8"), runner.precision
     assert ref_runner.precision == "f32"
+    # int8 IRs ask for static shapes (measured faster at batch 1); float IRs stay dynamic
+    assert runner.static and runner.precision.endswith(", static shapes") and not ref_runner.static
+    assert _read(q.path).get_rt_info(RT_SHAPES).astype(str) == "static"
     agreement = float((got.argmax(-1) == ref.argmax(-1)).mean())
     assert agreement >= 0.90, agreement
 
