@@ -175,3 +175,27 @@ def test_ctrl_c_during_export_leaves_nothing(tmp_path, starter_dir, labelled_csv
     assert proc.returncode == 130, (proc.returncode, err[-500:])
     assert "interrupted" in err
     _no_leftovers(tmp_path, "o")
+
+
+def test_ctrl_c_swallowed_by_a_library_still_cancels(tmp_path, starter_dir, labelled_csv, monkeypatch, capsys):
+    """Seen in CI: SIGINT during an export, a library's broad `except` ate the
+    KeyboardInterrupt, and the run finished and published its output (exit 0)."""
+    import edgeify.pipeline as pipeline
+
+    starter_dir("electra")
+    real_evaluate, calls = pipeline.evaluate, []
+
+    def evaluate_in_a_library_that_swallows_ctrl_c(*args, **kwargs):
+        if not calls:
+            calls.append(1)
+            try:
+                os.kill(os.getpid(), signal.SIGINT)
+                signal.getsignal(signal.SIGINT)  # a bytecode boundary: the handler runs here
+            except BaseException:  # noqa: BLE001 - the library's mistake, on purpose
+                pass
+        return real_evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "evaluate", evaluate_in_a_library_that_swallows_ctrl_c)
+    assert main(["electra", "--data", str(labelled_csv), "-o", str(tmp_path / "o"), *FAST]) == 130
+    assert calls and "interrupted" in capsys.readouterr().err
+    _no_leftovers(tmp_path, "o")
