@@ -159,10 +159,10 @@ def main(argv: list[str] | None = None) -> int:
         warnings.filterwarnings("ignore")
     from edgeify import interrupt
 
-    interrupt.install()
     try:
-        cli.main(args=argv, prog_name="edgeify", standalone_mode=False)
-        interrupt.check()
+        with interrupt.installed():
+            cli.main(args=argv, prog_name="edgeify", standalone_mode=False)
+            interrupt.check()
         return 0
     except click.exceptions.Exit as e:
         return e.exit_code

@@ -8,6 +8,7 @@ checks it at every stage boundary and before it publishes the output directory.
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import threading
 
@@ -19,11 +20,20 @@ def _handler(signum, frame):
     raise KeyboardInterrupt
 
 
-def install() -> None:
-    """Called by the CLI; a no-op outside the main thread (signals only reach that one)."""
+@contextlib.contextmanager
+def installed():
+    """The handler for the duration of a CLI call, then the previous one again (the CLI can
+    be called in-process, e.g. by tests). A no-op outside the main thread, which is the
+    only one signals reach."""
     _received.clear()
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, _handler)
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, _handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def check() -> None:
