@@ -320,7 +320,7 @@ def bench_artifact(artifact: str | Path, *, seq_len: int = 128, batch: int = 1, 
     from edgeify.runtimes import input_names
 
     tgt = targets.get(target)
-    fmt = {".onnx": "onnx", ".xml": "openvino"}.get(Path(artifact).suffix)
+    fmt = {".onnx": "onnx", ".xml": "openvino", ".tflite": "tflite"}.get(Path(artifact).suffix)
     if fmt is not None:
         tgt.check_format(fmt)
     names = input_names(Path(artifact))

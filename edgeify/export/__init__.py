@@ -136,4 +136,4 @@ def config_record(config: Any) -> dict[str, Any]:
     return {"type": type(config).__name__, **dataclasses.asdict(config)}
 
 
-from edgeify.export import onnx as _onnx, openvino as _openvino  # noqa: E402,F401  (registration)
+from edgeify.export import onnx as _onnx, openvino as _openvino, tflite as _tflite  # noqa: E402,F401  (registration)

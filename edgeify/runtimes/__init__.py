@@ -46,7 +46,7 @@ def open_runner(path: str | Path, threads: int) -> Runner:
 
 
 from edgeify.runtimes import (  # noqa: E402,F401  (registration)
-    onnxruntime_runner as _ort, openvino_runner as _ov, torch_runner as _torch)
+    onnxruntime_runner as _ort, openvino_runner as _ov, tflite_runner as _tflite, torch_runner as _torch)
 
 
 def input_names(path: Path) -> tuple[str, ...]:
@@ -85,6 +85,10 @@ def input_names(path: Path) -> tuple[str, ...]:
         if not names:
             raise EdgeifyError(f"{path}: OpenVINO IR has no inputs")
         return tuple(n.split(",")[0] for n in names)
+    if path.is_file() and path.suffix == ".tflite":
+        from edgeify.runtimes.tflite_runner import TfliteRunner
+
+        return TfliteRunner(path, 1).input_names
     if path.is_dir() and (path / "config.json").exists():
         from edgeify.families.loader import _family_of_dir
 

@@ -41,7 +41,7 @@ def _host() -> Target:
     import platform
 
     return Target("host", f"this machine ({platform.machine()}, {_cores()} physical cores)",
-                  threads=_cores(), formats=("onnx", "openvino"), measured=True)
+                  threads=_cores(), formats=("onnx", "openvino", "tflite"), measured=True)
 
 
 # oneDNN (inside OpenVINO's CPU plugin and PyTorch) reads ONEDNN_MAX_CPU_ISA; PyTorch's
@@ -61,7 +61,9 @@ def _x86_avx2() -> Target:
         "x86-avx2", f"this machine capped to AVX2 (no AVX-512, no VNNI), {_cores()} cores",
         threads=_cores(), formats=("openvino",), measured=True, env=AVX2_ENV,
         refused=(("onnx", "onnxruntime has no switch to cap its kernels to AVX2, so its "
-                          "timing here would be AVX-512 timing"),))
+                          "timing here would be AVX-512 timing"),
+                 ("tflite", "XNNPACK has no switch to cap its kernels to AVX2, so its timing "
+                            "here would be AVX-512 timing")))
 
 
 _TARGETS = {"host": _host, "x86-avx2": _x86_avx2}

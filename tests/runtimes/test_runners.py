@@ -146,13 +146,13 @@ def test_input_names_empty_onnx(tmp_path):
 
 
 def test_open_unknown_file_type(tmp_path):
-    p = tmp_path / "model.tflite"
+    p = tmp_path / "model.pb"
     p.write_bytes(b"TFL3")
     with pytest.raises(UsageError) as info:
         open_runner(p, 1)
     assert str(info.value) == (f"{p}: not an artifact edgeify can run; accepted: .onnx file "
-                               "(onnxruntime), .xml OpenVINO IR (openvino), "
-                               "Hugging Face model directory (PyTorch eager)")
+                               "(onnxruntime), .xml OpenVINO IR (openvino), .tflite file "
+                               "(ai-edge-litert / tflite-runtime), Hugging Face model directory (PyTorch eager)")
     with pytest.raises(UsageError, match="not an artifact edgeify can run"):
         input_names(p)
 

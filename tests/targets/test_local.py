@@ -103,7 +103,7 @@ def test_measure_timeout(tmp_path, feeds):
 
 def test_targets_registry():
     host = targets.get("host")
-    assert host.name == "host" and host.measured and host.formats == ("onnx", "openvino")
+    assert host.name == "host" and host.measured and host.formats == ("onnx", "openvino", "tflite")
     assert host.threads >= 1 and host.env == ()
     assert targets.names() == ["host", "x86-avx2"]
     with pytest.raises(UsageError) as info:
