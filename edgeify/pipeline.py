@@ -208,6 +208,8 @@ def run(config: RunConfig, log_fn: Callable[[str], None] = print) -> dict:
             fmt_dir.mkdir()
             log_fn(f"[4/5] {backend.name}: export fp32")
             fp32 = backend.export(loaded.model, family, data.calibration.inputs, fmt_dir)
+            if fp32.notes.get("warning"):
+                log_fn(f"      warning: {fp32.notes['warning']}")
             artifacts = [fp32]
             qconfigs = backend.float_configs(family)
             if config.int8:
