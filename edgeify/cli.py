@@ -157,12 +157,8 @@ def main(argv: list[str] | None = None) -> int:
         import warnings
 
         warnings.filterwarnings("ignore")
-    from edgeify import interrupt
-
     try:
-        with interrupt.installed():
-            cli.main(args=argv, prog_name="edgeify", standalone_mode=False)
-            interrupt.check()
+        cli.main(args=argv, prog_name="edgeify", standalone_mode=False)
         return 0
     except click.exceptions.Exit as e:
         return e.exit_code

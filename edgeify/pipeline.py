@@ -16,7 +16,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from edgeify import export, interrupt, report as report_mod, targets
+from edgeify import export, report as report_mod, targets
 from edgeify.calibration.datasets import DEFAULT_N_EVAL, load_examples, prepare
 from edgeify.errors import UsageError
 from edgeify.evaluate import evaluate, metric_drop, parity, scorer
@@ -79,12 +79,6 @@ class _Staging:
         return self.tmp
 
     def __exit__(self, exc_type, exc, tb):
-        if exc_type is None:
-            try:
-                interrupt.check()  # a Ctrl-C some library swallowed still cancels the run
-            except KeyboardInterrupt:
-                shutil.rmtree(self.tmp, ignore_errors=True)
-                raise
         if exc_type is not None:
             shutil.rmtree(self.tmp, ignore_errors=True)
             return False
@@ -215,14 +209,12 @@ def run(config: RunConfig, log_fn: Callable[[str], None] = print) -> dict:
             if config.int8:
                 qconfigs += backend.int8_configs(family, config.max_accuracy_drop)
             for qconfig in qconfigs:
-                interrupt.check()
                 log_fn(f"      {backend.name}: {qconfig}")
                 artifacts.append(backend.quantize(fp32, family, data.calibration, qconfig, fmt_dir,
                                                   validation=validation))
                 if artifacts[-1].notes.get("warning"):
                     log_fn(f"      warning: {artifacts[-1].notes['warning']}")
             for art in artifacts:
-                interrupt.check()
                 log_fn(f"      {art.format} {art.precision}: evaluate")
                 evaluated.append((art, evaluate(open_runner(art.path, target.threads), data.evaluation,
                                                 family.task, config.eval_batch_size,
@@ -231,7 +223,6 @@ def run(config: RunConfig, log_fn: Callable[[str], None] = print) -> dict:
                 for helper in art.internal.values():
                     Path(helper).unlink(missing_ok=True)
 
-        interrupt.check()
         log_fn(f"[5/5] timing {len(evaluated) + 1} models at batch 1, seq {config.seq_len}, "
                f"{target.threads} threads, {config.bench_rounds} interleaved rounds")
         from tqdm.auto import tqdm

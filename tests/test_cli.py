@@ -161,9 +161,13 @@ def test_corrupt_onnx_artifact(tmp_path, starter_dir, labelled_csv, capsys, dama
 def test_ctrl_c_during_export_leaves_nothing(tmp_path, starter_dir, labelled_csv):
     starter_dir("electra")
     env = dict(os.environ, PYTHONUNBUFFERED="1")
+    # A shell that runs a job in the background (as CI does) starts it with SIGINT ignored,
+    # and the child inherits that: it would finish the run and exit 0 (seen in CI). A user's
+    # terminal delivers SIGINT with the default action, so give the child that.
     proc = subprocess.Popen([sys.executable, "-m", "edgeify.cli", "electra", "--int8", "--data",
                              str(labelled_csv), "-o", str(tmp_path / "o"), *FAST],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     seen = []
     for line in proc.stdout:
         seen.append(line)
@@ -176,26 +180,3 @@ def test_ctrl_c_during_export_leaves_nothing(tmp_path, starter_dir, labelled_csv
     assert "interrupted" in err
     _no_leftovers(tmp_path, "o")
 
-
-def test_ctrl_c_swallowed_by_a_library_still_cancels(tmp_path, starter_dir, labelled_csv, monkeypatch, capsys):
-    """Seen in CI: SIGINT during an export, a library's broad `except` ate the
-    KeyboardInterrupt, and the run finished and published its output (exit 0)."""
-    import edgeify.pipeline as pipeline
-
-    starter_dir("electra")
-    real_evaluate, calls = pipeline.evaluate, []
-
-    def evaluate_in_a_library_that_swallows_ctrl_c(*args, **kwargs):
-        if not calls:
-            calls.append(1)
-            try:  # what Python does on Ctrl-C: call the SIGINT handler in the main thread
-                signal.getsignal(signal.SIGINT)(signal.SIGINT, None)
-            except BaseException:  # noqa: BLE001 - the library's mistake, on purpose
-                pass
-        return real_evaluate(*args, **kwargs)
-
-    monkeypatch.setattr(pipeline, "evaluate", evaluate_in_a_library_that_swallows_ctrl_c)
-    assert main(["electra", "--data", str(labelled_csv), "-o", str(tmp_path / "o"), *FAST]) == 130
-    assert calls and "interrupted" in capsys.readouterr().err
-    _no_leftovers(tmp_path, "o")
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # restored after the run
