@@ -46,3 +46,16 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"real data folder {SHARED_DATA} is absent (only in the project's workspace)")
     return SHARED_DATA
+
+
+def write_labelled_csv(path: Path) -> Path:
+    """80 short reviews labelled positive/negative, the labels the starters know."""
+    rows = ["sentence,label"] + [f"the movie was {'great' if i % 2 else 'awful'} {i},"
+                                 f"{'positive' if i % 2 else 'negative'}" for i in range(80)]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+@pytest.fixture()
+def labelled_csv(tmp_path) -> Path:
+    return write_labelled_csv(tmp_path / "reviews.csv")

@@ -23,15 +23,6 @@ def _no_leftovers(parent: Path, name: str) -> None:
     assert partial == [], f"partial output left behind: {partial}"
 
 
-@pytest.fixture()
-def labelled_csv(tmp_path):
-    path = tmp_path / "reviews.csv"
-    rows = ["sentence,label"] + [f"the movie was {'great' if i % 2 else 'awful'} {i},"
-                                 f"{'positive' if i % 2 else 'negative'}" for i in range(80)]
-    path.write_text("\n".join(rows) + "\n")
-    return path
-
-
 @pytest.mark.parametrize("family", ["electra", "albert", "gpt-neo"])
 def test_end_to_end_int8_report(family, tmp_path, starter_dir, capsys):
     starter_dir(family)  # build once per session; the CLI then finds it in the cache

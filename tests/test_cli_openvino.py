@@ -9,16 +9,8 @@ import shutil
 import pytest
 
 from edgeify.cli import main
+from tests.conftest import write_labelled_csv
 from tests.test_cli import FAST, _no_leftovers
-
-
-@pytest.fixture()
-def labelled_csv(tmp_path):
-    path = tmp_path / "reviews.csv"
-    rows = ["sentence,label"] + [f"the movie was {'great' if i % 2 else 'awful'} {i},"
-                                 f"{'positive' if i % 2 else 'negative'}" for i in range(80)]
-    path.write_text("\n".join(rows) + "\n")
-    return path
 
 
 def test_albert_int8_onnx_and_openvino(tmp_path, starter_dir, capsys):
@@ -83,10 +75,7 @@ def ir_run(starter_dir, tmp_path_factory):
     """One OpenVINO int8 run whose files the broken-pair tests copy and damage."""
     starter_dir("electra")
     root = tmp_path_factory.mktemp("ir-run")
-    csv = root / "reviews.csv"
-    rows = ["sentence,label"] + [f"the movie was {'great' if i % 2 else 'awful'} {i},"
-                                 f"{'positive' if i % 2 else 'negative'}" for i in range(80)]
-    csv.write_text("\n".join(rows) + "\n")
+    csv = write_labelled_csv(root / "reviews.csv")
     assert main(["electra", "--int8", "--formats", "openvino", "--data", str(csv),
                  "-o", str(root / "o"), *FAST]) == 0
     return root / "o", csv
