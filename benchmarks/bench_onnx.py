@@ -92,8 +92,9 @@ def machine() -> str:
             + ", ".join(f"{k} {v[k]}" for k in ("torch", "transformers", "onnx", "onnxruntime") if k in v))
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def common_args(doc: str, seconds: float) -> argparse.ArgumentParser:
+    """The options every benchmark script here takes: which model, data, shape, timing."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", help="HF model directory (real weights)")
     ap.add_argument("--shape", choices=sorted(SHAPES), help="random-init model of a published shape")
     ap.add_argument("--data")
@@ -103,10 +104,14 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--n-eval", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--seconds", type=float, default=5.0, help="timing budget per artifact per round")
+    ap.add_argument("--seconds", type=float, default=seconds, help="timing budget per model per round")
     ap.add_argument("--name", required=True)
     ap.add_argument("--work", help="work dir (default: a temp dir)")
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> int:
+    args = common_args(__doc__, seconds=5.0).parse_args()
 
     import edgeify
     from edgeify.calibration.datasets import load_examples, prepare

@@ -11,7 +11,6 @@ ratios count, not the absolute times.
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 import tempfile
@@ -20,7 +19,7 @@ import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_onnx import SHAPES, build_shape, machine  # noqa: E402
+from bench_onnx import build_shape, common_args, machine  # noqa: E402
 
 warnings.filterwarnings("ignore")
 
@@ -32,20 +31,8 @@ def size_of(path: Path) -> int:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--model", help="HF model directory (real weights)")
-    ap.add_argument("--shape", choices=sorted(SHAPES), help="random-init model of a published shape")
-    ap.add_argument("--data")
-    ap.add_argument("--text-column")
-    ap.add_argument("--label-column")
-    ap.add_argument("--seq-len", type=int, default=128)
-    ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--n-eval", type=int, default=1000)
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--seconds", type=float, default=4.0, help="timing budget per model per round")
+    ap = common_args(__doc__, seconds=4.0)
     ap.add_argument("--no-avx2", action="store_true", help="skip the AVX2-capped timings")
-    ap.add_argument("--name", required=True)
-    ap.add_argument("--work", help="work dir (default: a temp dir)")
     args = ap.parse_args()
 
     import edgeify

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
-from edgeify.errors import UsageError
+from edgeify.errors import EdgeifyError, UsageError
 
 
 @dataclass
@@ -129,6 +129,15 @@ def logits_module(model, names: list[str]):
             return self.model(**dict(zip(names, args)), **extra, return_dict=True).logits
 
     return LogitsOnly().eval()
+
+
+def handler_for(handlers: dict[type, Callable], config: Any, what: str) -> Callable:
+    """The handler registered for a config's type (torchao-style), or an error listing them."""
+    handler = handlers.get(type(config))
+    if handler is None:
+        raise EdgeifyError(f"no {what} for {type(config).__name__}; have: "
+                           + ", ".join(t.__name__ for t in handlers))
+    return handler
 
 
 def config_record(config: Any) -> dict[str, Any]:

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeify.export import Artifact, config_record, logits_module, register_backend, written_atomically
+from edgeify.export import (
+    Artifact, config_record, handler_for, logits_module, register_backend, written_atomically)
 from edgeify.errors import EdgeifyError
 
 log = logging.getLogger(__name__)
@@ -295,10 +296,7 @@ class OnnxBackend:
 
     def quantize(self, fp32: Artifact, family, calibration, config, out_dir: Path,
                  validation=None) -> Artifact:
-        handler = QUANTIZERS.get(type(config))
-        if handler is None:
-            raise EdgeifyError(f"no ONNX quantizer for {type(config).__name__}; have: "
-                               + ", ".join(t.__name__ for t in QUANTIZERS))
+        handler = handler_for(QUANTIZERS, config, "ONNX quantizer")
         name = {DynamicInt8: "model.int8-dynamic.onnx", StaticInt8: "model.int8-static.onnx"}[type(config)]
         return handler(fp32, family, calibration, config, out_dir / name)
 

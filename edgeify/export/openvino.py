@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeify.errors import EdgeifyError
-from edgeify.export import Artifact, Validation, config_record, logits_module, register_backend
+from edgeify.export import Artifact, Validation, config_record, handler_for, logits_module, register_backend
 from edgeify.families import CAUSAL_LM
 
 log = logging.getLogger(__name__)
@@ -293,10 +293,7 @@ class OpenVinoBackend:
 
     def quantize(self, fp32: Artifact, family, calibration, config, out_dir: Path,
                  validation: Validation | None = None) -> Artifact:
-        handler = HANDLERS.get(type(config))
-        if handler is None:
-            raise EdgeifyError(f"no OpenVINO handler for {type(config).__name__}; have: "
-                               + ", ".join(t.__name__ for t in HANDLERS))
+        handler = handler_for(HANDLERS, config, "OpenVINO handler")
         out = out_dir / f"model.{_precision_name(config)}.xml"
         return handler(fp32, family, calibration, config, out, validation)
 

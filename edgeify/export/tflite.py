@@ -19,8 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeify.errors import EdgeifyError
-from edgeify.export import Artifact, Validation, config_record, register_backend, written_atomically
+from edgeify.export import Artifact, Validation, config_record, handler_for, register_backend, written_atomically
 from edgeify.families import CAUSAL_LM
 
 log = logging.getLogger(__name__)
@@ -97,10 +96,27 @@ def op_inventory(path: Path) -> dict[str, dict]:
     for quantized ops (int8 BATCH_MATMUL stays version 1, per-channel dynamic-range
     FULLY_CONNECTED version 5), so an old runtime may accept a file it then computes
     wrongly: that is why every artifact is also run on each runtime at hand."""
+    return _ops(*_flatbuffer(path))
+
+
+def _quantized_tensor_types(path: Path) -> dict[str, int]:
+    """Constant tensors by element type: shows what ended up int8 / fp16."""
+    return _constant_types(*_flatbuffer(path))
+
+
+def describe(path: Path) -> tuple[dict[str, dict], dict[str, int]]:
+    """op_inventory and _quantized_tensor_types from one read of the file (it can be ~100 MB)."""
+    schema, model = _flatbuffer(path)
+    return _ops(schema, model), _constant_types(schema, model)
+
+
+def _flatbuffer(path: Path):
     from ai_edge_litert import schema_py_generated as schema
 
-    buf = Path(path).read_bytes()
-    model = schema.Model.GetRootAsModel(buf, 0)
+    return schema, schema.Model.GetRootAsModel(Path(path).read_bytes(), 0)
+
+
+def _ops(schema, model) -> dict[str, dict]:
     names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
     codes = []
     for i in range(model.OperatorCodesLength()):
@@ -122,12 +138,8 @@ def op_inventory(path: Path) -> dict[str, dict]:
     return out
 
 
-def _quantized_tensor_types(path: Path) -> dict[str, int]:
-    """Constant tensors by element type: shows what ended up int8 / fp16."""
-    from ai_edge_litert import schema_py_generated as schema
-
+def _constant_types(schema, model) -> dict[str, int]:
     types = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
-    model = schema.Model.GetRootAsModel(Path(path).read_bytes(), 0)
     counts: Counter = Counter()
     sg = model.Subgraphs(0)
     for i in range(sg.TensorsLength()):
@@ -208,8 +220,9 @@ def _artifact(path: Path, precision: str, config, probe_rows: dict[str, np.ndarr
     from edgeify.runtimes.tflite_runner import TfliteRunner, check_runtimes
 
     notes = dict(notes or {})
-    notes["ops"] = {k: v["versions"] for k, v in op_inventory(path).items()}
-    notes["constant_elements_by_type"] = _quantized_tensor_types(path)
+    ops, constants = describe(path)
+    notes["ops"] = {k: v["versions"] for k, v in ops.items()}
+    notes["constant_elements_by_type"] = constants
     reference = TfliteRunner(path, 1).run(probe_rows)
     checks = check_runtimes(path, probe_rows, reference)
     notes["runtimes"] = [{k: v for k, v in c.items() if k != "python"} for c in checks]
@@ -255,10 +268,7 @@ class TfliteBackend:
 
     def quantize(self, fp32: Artifact, family, calibration, config, out_dir: Path,
                  validation: Validation | None = None) -> Artifact:
-        handler = HANDLERS.get(type(config))
-        if handler is None:
-            raise EdgeifyError(f"no TFLite handler for {type(config).__name__}; have: "
-                               + ", ".join(t.__name__ for t in HANDLERS))
+        handler = handler_for(HANDLERS, config, "TFLite handler")
         precision = {Fp16Weights: "fp16", DynamicInt8: "int8-dynamic", StaticInt8: "int8-static"}[type(config)]
         out = out_dir / fp32.path.name.replace(".fp32.", f".{precision}.")
         return handler(fp32, family, calibration, config, out, validation)

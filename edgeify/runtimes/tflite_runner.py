@@ -70,23 +70,16 @@ class TfliteRunner:
 
 
 def _precision_of(path: Path) -> str:
-    from edgeify.export.tflite import op_inventory
+    from edgeify.export.tflite import describe
 
-    ops = op_inventory(path)
+    ops, types = describe(path)
     if "QUANTIZE" in ops:
         return "int8 (static)"
-    types = _const_types(path)
     if "INT8" in types:
         return "int8 weights (dynamic range)"
     if "FLOAT16" in types:
         return "fp16 weights"
     return "fp32"
-
-
-def _const_types(path: Path) -> set[str]:
-    from edgeify.export.tflite import _quantized_tensor_types
-
-    return set(_quantized_tensor_types(path))
 
 
 def check_runtimes(path: Path, feeds: dict[str, np.ndarray], reference: np.ndarray,
