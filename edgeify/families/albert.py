@@ -16,12 +16,8 @@ FAMILY = register(Family(
     default_checkpoint="textattack/albert-base-v2-SST-2",
     metric="accuracy",
     onnx_inputs=("input_ids", "attention_mask", "token_type_ids"),
-    # The embedding table is a third of ALBERT's parameters, so its int8 file would be
-    # half float without it. Gather quantization is weight-only (the table is stored int8
-    # and dequantized at lookup; no int8 arithmetic), which costs far less accuracy than
-    # quantizing activations; the report's accuracy delta shows what it cost.
-    keep_float_ops=tuple(op for op in ENCODER_KEEP_FLOAT if op != "Gather"),
-    int8_ops=(*ENCODER_INT8_OPS, "Gather"),
+    keep_float_ops=ENCODER_KEEP_FLOAT,
+    int8_ops=ENCODER_INT8_OPS,
     ort_model_type="bert",
     tokenizer_kind="unigram",
     default_data="hub:glue@sst2:validation",
