@@ -61,14 +61,17 @@ def cli():
 
 @cli.command("run", help=RUN_HELP)
 @click.argument("model")
-@click.option("--int8", is_flag=True, help="Also produce int8 artifacts (per format: ONNX dynamic + static QDQ; OpenVINO NNCF int8, plus weight-only int8/int4 for GPT-Neo) and pick the best.")
-@click.option("--formats", help="Comma-separated export formats (onnx, openvino), or 'all' [default: onnx, "
+@click.option("--int8", is_flag=True, help="Also produce int8 artifacts (per format: ONNX dynamic + static QDQ; OpenVINO NNCF int8, plus weight-only int8/int4 for GPT-Neo; TFLite dynamic-range + static int8) and pick the best.")
+@click.option("--formats", help="Comma-separated export formats (onnx, openvino, tflite), or 'all' [default: onnx, "
                                  "or the target's own format].")
 @click.option("--target", default="host", show_default=True, help="Hardware target (see `edgeify targets`).")
 @click.option("--data", help="Eval/calibration data: .csv/.tsv/.jsonl (text + label), .txt (LM), hub:PATH[@CONFIG][:SPLIT], or 'synthetic'.")
 @click.option("--text-column", help="Text column (default: first of sentence, text, content, review, tweet).")
 @click.option("--label-column", help="Label column (default: first of label, labels, sentiment, class).")
-@click.option("--seq-len", default=128, show_default=True, type=click.IntRange(8, 4096), help="Fixed sequence length.")
+@click.option("--seq-len", "seq_lens", multiple=True, type=click.IntRange(8, 4096),
+              help="Fixed sequence length [default: 128]. Give it again for more lengths: static-shape "
+                   "formats (tflite) get one file per length, each evaluated and timed at its length; "
+                   "the first is the one every model is compared and selected at.")
 @click.option("--n-calibration", default=128, show_default=True, type=click.IntRange(1), help="Calibration samples.")
 @click.option("--n-eval", type=click.IntRange(1), help="Evaluation samples [default: 1000; LM: 100 windows].")
 @click.option("--max-accuracy-drop", type=click.FloatRange(0.0),
@@ -81,12 +84,13 @@ def cli():
 @click.option("--bench-rounds", default=3, show_default=True, type=click.IntRange(1),
               help="Interleaved timing rounds; latency is the median over rounds.")
 @debug_option
-def run_cmd(model, int8, formats, target, data, text_column, label_column, seq_len, n_calibration,
+def run_cmd(model, int8, formats, target, data, text_column, label_column, seq_lens, n_calibration,
             n_eval, max_accuracy_drop, out_dir, force, bench_seconds, bench_rounds, debug):
     from edgeify.pipeline import RunConfig, run
 
     config = RunConfig(model=model, int8=int8, formats=_formats(formats), target=target, data=data,
-                       text_column=text_column, label_column=label_column, seq_len=seq_len,
+                       text_column=text_column, label_column=label_column,
+                       seq_len=(seq_lens or (128,))[0], extra_seq_lens=tuple(seq_lens[1:]),
                        n_calibration=n_calibration, n_eval=n_eval, out_dir=out_dir, force=force,
                        max_accuracy_drop=max_accuracy_drop, bench_seconds=bench_seconds,
                        bench_rounds=bench_rounds)

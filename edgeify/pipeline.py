@@ -18,7 +18,7 @@ from typing import Callable
 
 from edgeify import export, report as report_mod, targets
 from edgeify.calibration.datasets import DEFAULT_N_EVAL, load_examples, prepare
-from edgeify.errors import UsageError
+from edgeify.errors import EdgeifyError, UsageError
 from edgeify.evaluate import evaluate, metric_drop, parity, scorer
 from edgeify.families import loader
 from edgeify.runtimes import open_runner
@@ -40,7 +40,10 @@ class RunConfig:
     label_column: str | None = None
     n_calibration: int = 128
     n_eval: int | None = None
-    seq_len: int = 128
+    seq_len: int = 128  # every model is evaluated and timed at this length
+    # Further lengths for formats with static shapes (TFLite: one file per length), each
+    # evaluated and timed at its own length beside PyTorch at that length.
+    extra_seq_lens: tuple[int, ...] = ()
     out_dir: str | None = None
     force: bool = False
     # Accuracy points (classification) or % perplexity (LM) an int8 artifact may lose.
@@ -92,15 +95,17 @@ class _Staging:
         return False
 
 
-def _entry(fmt: str, precision: str, path: Path, size: int, result, bench: dict, root: Path,
+def _entry(fmt: str, precision: str, path: Path, size: int, result, bench: dict, root: Path, seq_len: int,
            baseline_result=None, baseline_bench=None, config=None, notes=None) -> dict:
     entry = {
-        "format": fmt, "precision": precision, "path": str(path.relative_to(root)),
+        "format": fmt, "precision": precision, "path": str(path.relative_to(root)), "seq_len": seq_len,
         "size_bytes": size, "metric": result.as_dict(),
         "latency_ms": {"p50": bench["p50"], "p90": bench["p90"], "mean": bench["mean"],
                        "runs": bench["runs"], "rounds_p50": bench.get("rounds_p50")},
         "peak_rss_mb": bench["peak_rss_mb"], "runtime": bench["runtime"],
-        "executed_precision": bench["precision"], "threads": bench["threads"], "measured": True,
+        "executed_precision": bench["precision"], "threads": bench["threads"],
+        # True only when timed on the target device itself (here: host and its ISA caps)
+        "measured": bench.get("on_target", True),
     }
     if baseline_result is not None:
         entry["metric_delta"] = round(result.value - baseline_result.value, 4)
@@ -139,20 +144,64 @@ def _select_int8(entries: list[dict], budget: float, metric: str) -> dict | None
 
 def _formats_for(asked: tuple[str, ...], target) -> tuple[str, ...]:
     if not asked:
-        return ("onnx",) if "onnx" in target.formats else target.formats[:1]
+        return target.formats[:1]  # each target lists its own format first
     if asked == ("all",):
         return tuple(f for f in export.formats() if f in target.formats)
     return asked
 
 
+def _lengths(config: RunConfig, backends, log_fn) -> tuple[int, ...]:
+    """The main --seq-len first, then the others, when a static-shape format will use them."""
+    extra = tuple(dict.fromkeys(n for n in config.extra_seq_lens if n != config.seq_len))
+    if extra and not any(b.static_shapes for b in backends):
+        log_fn(f"      note: {', '.join(b.name for b in backends)} take any sequence length; "
+               f"--seq-len {', '.join(map(str, extra))} ignored (only static-shape formats, "
+               "e.g. tflite, get one file per length)")
+        return (config.seq_len,)
+    return (config.seq_len, *extra)
+
+
+def _build_format(backend, model, family, data, config: RunConfig, threads: int, fmt_dir: Path,
+                  validation, log_fn) -> list:
+    """Export, quantize and evaluate one format at one sequence length: [(artifact, result)]."""
+    seq = f" seq {data.evaluation.inputs[family.onnx_inputs[0]].shape[1]}" if backend.static_shapes else ""
+    log_fn(f"[4/5] {backend.name}{seq}: export fp32")
+    fp32 = backend.export(model, family, data.calibration.inputs, fmt_dir)
+    if fp32.notes.get("warning"):
+        log_fn(f"      warning: {fp32.notes['warning']}")
+    artifacts = [fp32]
+    qconfigs = backend.float_configs(family)
+    if config.int8:
+        # accuracy-controlled modes need the validation set, which is at the main length
+        qconfigs += backend.int8_configs(family, config.max_accuracy_drop if validation else None)
+    for qconfig in qconfigs:
+        log_fn(f"      {backend.name}{seq}: {qconfig}")
+        artifacts.append(backend.quantize(fp32, family, data.calibration, qconfig, fmt_dir,
+                                          validation=validation))
+        if artifacts[-1].notes.get("warning"):
+            log_fn(f"      warning: {artifacts[-1].notes['warning']}")
+    results = []
+    for art in artifacts:
+        log_fn(f"      {art.format} {art.precision}{seq}: evaluate")
+        results.append((art, evaluate(open_runner(art.path, threads), data.evaluation, family.task,
+                                      config.eval_batch_size, desc=f"{art.format} {art.precision}{seq}")))
+    for art in artifacts:
+        for helper in art.internal.values():
+            Path(helper).unlink(missing_ok=True)
+    return results
+
+
 def run(config: RunConfig, log_fn: Callable[[str], None] = print) -> dict:
     target = targets.get(config.target)
+    # a device we cannot time from here is run with this host's threads, and says so
+    threads = target.threads if target.measured else targets.get("host").threads
     backends = [export.get_backend(f) for f in _formats_for(config.formats, target)]
     for backend in backends:
         target.check_format(backend.name)
         export.check_installed(backend)
-    if config.seq_len < 8:
-        raise UsageError(f"--seq-len must be at least 8, got {config.seq_len}")
+    bad = [n for n in (config.seq_len, *config.extra_seq_lens) if n < 8]
+    if bad:
+        raise UsageError(f"--seq-len must be at least 8, got {bad[0]}")
     final = _check_out_dir(config)
 
     # A user's data file is read before any model is loaded or built: a typo fails at once.
@@ -173,9 +222,11 @@ def run(config: RunConfig, log_fn: Callable[[str], None] = print) -> dict:
         examples = load_examples(family, config.data, synthetic_default=loaded.source == "starter",
                                  n_wanted=n_wanted, text_column=config.text_column,
                                  label_column=config.label_column)
-    data = prepare(family, loaded.tokenizer, loaded.model.config.id2label, *examples,
-                   seq_len=config.seq_len, n_calibration=config.n_calibration, n_eval=config.n_eval,
-                   seed=config.seed)
+    lengths = _lengths(config, backends, log_fn)
+    datas = {n: prepare(family, loaded.tokenizer, loaded.model.config.id2label, *examples,
+                        seq_len=n, n_calibration=config.n_calibration, n_eval=config.n_eval,
+                        seed=config.seed) for n in lengths}
+    data = datas[config.seq_len]
     log_fn(f"      {data.description}: {len(data.evaluation)} eval / {len(data.calibration)} calibration")
     with _Staging(final) as out:
         log_fn("[3/5] PyTorch fp32 baseline: evaluate")
@@ -184,9 +235,11 @@ def run(config: RunConfig, log_fn: Callable[[str], None] = print) -> dict:
         loaded.tokenizer.save_pretrained(base_dir)
         if loaded.starter:
             (base_dir / "starter.json").write_text(json.dumps(loaded.starter, indent=2))
-        torch_runner = TorchRunner(loaded.model, target.threads, family=family)
-        base_result = evaluate(torch_runner, data.evaluation, family.task,
-                               config.eval_batch_size, desc="pytorch fp32")
+        torch_runner = TorchRunner(loaded.model, threads, family=family)
+        base_results = {n: evaluate(torch_runner, datas[n].evaluation, family.task, config.eval_batch_size,
+                                    desc=f"pytorch fp32 seq {n}" if len(lengths) > 1 else "pytorch fp32")
+                        for n in lengths}
+        base_result = base_results[config.seq_len]
         base_size = sum(p.stat().st_size for p in base_dir.glob("*.safetensors")) or \
             sum(p.stat().st_size for p in base_dir.glob("*.bin"))
 
@@ -196,51 +249,47 @@ def run(config: RunConfig, log_fn: Callable[[str], None] = print) -> dict:
             n_items=len(data.evaluation),
             score=scorer(data.evaluation, family.task, base_result.value, config.eval_batch_size),
             unit="accuracy points" if family.metric == "accuracy" else "% perplexity")
-        evaluated = []  # (artifact, result) per format, in order
+        evaluated = []  # (artifact, result, seq_len) per format and length, in order
         for backend in backends:
             fmt_dir = out / backend.name
             fmt_dir.mkdir()
-            log_fn(f"[4/5] {backend.name}: export fp32")
-            fp32 = backend.export(loaded.model, family, data.calibration.inputs, fmt_dir)
-            if fp32.notes.get("warning"):
-                log_fn(f"      warning: {fp32.notes['warning']}")
-            artifacts = [fp32]
-            qconfigs = backend.float_configs(family)
-            if config.int8:
-                qconfigs += backend.int8_configs(family, config.max_accuracy_drop)
-            for qconfig in qconfigs:
-                log_fn(f"      {backend.name}: {qconfig}")
-                artifacts.append(backend.quantize(fp32, family, data.calibration, qconfig, fmt_dir,
-                                                  validation=validation))
-                if artifacts[-1].notes.get("warning"):
-                    log_fn(f"      warning: {artifacts[-1].notes['warning']}")
-            for art in artifacts:
-                log_fn(f"      {art.format} {art.precision}: evaluate")
-                evaluated.append((art, evaluate(open_runner(art.path, target.threads), data.evaluation,
-                                                family.task, config.eval_batch_size,
-                                                desc=f"{art.format} {art.precision}")))
-            for art in artifacts:
-                for helper in art.internal.values():
-                    Path(helper).unlink(missing_ok=True)
+            for n in (lengths if backend.static_shapes else (config.seq_len,)):
+                evaluated += [(art, result, n) for art, result in _build_format(
+                    backend, loaded.model, family, datas[n], config, threads, fmt_dir,
+                    validation if n == config.seq_len else None, log_fn)]
 
-        log_fn(f"[5/5] timing {len(evaluated) + 1} models at batch 1, seq {config.seq_len}, "
-               f"{target.threads} threads, {config.bench_rounds} interleaved rounds")
+        log_fn(f"[5/5] timing {len(evaluated) + len(lengths)} models at batch 1, "
+               f"seq {'/'.join(map(str, lengths))}, {threads} threads, {config.bench_rounds} interleaved rounds"
+               + ("" if target.measured else f" on this host (not on {target.name})"))
         from tqdm.auto import tqdm
 
-        paths = [base_dir, *(art.path for art, _ in evaluated)]
-        with tqdm(total=len(paths) * config.bench_rounds, desc="timing", unit="run",
+        runs = [(base_dir, n) for n in lengths] + [(art.path, n) for art, _, n in evaluated]
+        with tqdm(total=len(runs) * config.bench_rounds, desc="timing", unit="run",
                   leave=False, mininterval=1.0) as bar:
             timings = local.measure_interleaved(
-                paths, data.evaluation.rows(0, 1), target.threads, rounds=config.bench_rounds,
+                [path for path, _ in runs], [datas[n].evaluation.rows(0, 1) for _, n in runs],
+                threads, rounds=config.bench_rounds,
                 seconds_per_round=config.bench_seconds / max(1, config.bench_rounds), progress=bar,
                 env=target.env)
-        base_bench = timings[0]
-        baseline = _entry("pytorch", "fp32", base_dir, base_size, base_result, base_bench, out)
-        entries = [_entry(art.format, art.precision, art.path, art.size_bytes, result, bench, out,
-                          base_result, base_bench, art.config, art.notes)
-                   for (art, result), bench in zip(evaluated, timings[1:])]
+        for t in timings:
+            t["on_target"] = target.measured
+        base_benches = dict(zip(lengths, timings))
+        timings = timings[len(lengths):]
+        baselines = {n: _entry("pytorch", "fp32", base_dir, base_size, base_results[n], base_benches[n], out, n)
+                     for n in lengths}
+        entries = [_entry(art.format, art.precision, art.path, art.size_bytes, result, bench, out, n,
+                          base_results[n], base_benches[n], art.config, art.notes)
+                   for (art, result, n), bench in zip(evaluated, timings)]
+        for entry in entries:
+            reason = target.refusal(entry["format"], entry.get("notes", {}))
+            if reason:
+                entry["refused"] = reason
+                log_fn(f"      {target.name} refuses {entry['path']}: {reason}")
         budget = DEFAULT_BUDGET if config.max_accuracy_drop is None else config.max_accuracy_drop
-        selection = _select_int8(entries, budget, base_result.metric) if config.int8 else None
+        # chosen at the main length (a shorter file is always faster, not better), among
+        # the files the target takes
+        selection = (_select_int8([e for e in entries if e["seq_len"] == config.seq_len and "refused" not in e],
+                                  budget, base_result.metric) if config.int8 else None)
 
         versions = report_mod.versions()
         rep = {
@@ -252,12 +301,15 @@ def run(config: RunConfig, log_fn: Callable[[str], None] = print) -> dict:
                       **({"starter": loaded.starter} if loaded.starter else {})},
             "data": {"eval": data.description, "n_eval": len(data.evaluation),
                      "n_calibration": len(data.calibration), "seq_len": config.seq_len,
+                     "seq_lens": list(lengths),
                      **({"labels": data.labels} if data.labels else {})},
             "target": {"name": target.name, "description": target.description,
-                       "threads": target.threads, "measured": target.measured,
+                       "threads": target.threads, "measured": target.measured, "timing_threads": threads,
                        "env": dict(target.env),
                        "cpu": targets.cpu_description()},
-            "baseline": baseline,
+            "baseline": baselines[config.seq_len],
+            # PyTorch at the other --seq-len values, the reference for artifacts of that length
+            "other_baselines": [baselines[n] for n in lengths[1:]],
             "artifacts": entries,
             "selection": selection,
             "versions": versions,
@@ -316,9 +368,16 @@ def bench_artifact(artifact: str | Path, *, seq_len: int = 128, batch: int = 1, 
     fmt = {".onnx": "onnx", ".xml": "openvino", ".tflite": "tflite"}.get(Path(artifact).suffix)
     if fmt is not None:
         tgt.check_format(fmt)
+    if fmt == "tflite" and tgt.tflite_runtime and Path(artifact).is_file():
+        from edgeify.export.tflite import op_notes
+
+        reason = tgt.refusal(fmt, op_notes(Path(artifact)))
+        if reason:
+            raise EdgeifyError(f"target {tgt.name!r} refuses {artifact}: {reason}")
     names = input_names(Path(artifact))
     ids = np.random.default_rng(0).integers(5, 100, size=(batch, seq_len), dtype=np.int64)
     fill = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
     feeds = {n: fill.get(n, np.zeros_like(ids)) for n in names}
-    result = local.measure(artifact, feeds, threads or tgt.threads, max_seconds=seconds, env=tgt.env)
-    return {"artifact": str(artifact), "target": tgt.name, **result}
+    host_threads = tgt.threads if tgt.measured else targets.get("host").threads
+    result = local.measure(artifact, feeds, threads or host_threads, max_seconds=seconds, env=tgt.env)
+    return {"artifact": str(artifact), "target": tgt.name, "measured": tgt.measured, **result}

@@ -8,7 +8,7 @@ from importlib import metadata
 from pathlib import Path
 
 LIBRARIES = ("edgeify", "torch", "transformers", "tokenizers", "onnx", "onnxruntime", "numpy",
-             "openvino", "nncf", "ai-edge-litert", "tflite-runtime", "litert-torch")
+             "openvino", "nncf", "ai-edge-litert", "ai-edge-quantizer", "tflite-runtime", "litert-torch")
 
 
 def versions() -> dict[str, str]:
@@ -26,23 +26,28 @@ def _fmt(value, digits=2) -> str:
 
 
 def rows(report: dict) -> list[dict]:
-    """Baseline first, then artifacts; the fields the tables show."""
+    """Baselines first, then artifacts; the fields the tables show. Rows at another
+    --seq-len than the main one say so, and are compared with PyTorch at that length."""
     out = []
-    base = report["baseline"]
-    for entry in [base, *report["artifacts"]]:
+    bases = [report["baseline"], *report.get("other_baselines", [])]
+    main_len = report["baseline"].get("seq_len")
+    for entry in [*bases, *report["artifacts"]]:
         lat = entry.get("latency_ms") or {}
         par = entry.get("parity") or {}
+        base = any(entry is b for b in bases)
+        seq = f" seq{entry['seq_len']}" if entry.get("seq_len", main_len) != main_len else ""
         out.append({
-            "artifact": f"{entry['format']} {entry['precision']}" + (" *" if entry.get("selected") else ""),
+            "artifact": f"{entry['format']} {entry['precision']}{seq}" + (" *" if entry.get("selected") else "")
+                        + (" (refused)" if entry.get("refused") else ""),
             "ran": str(entry.get("executed_precision", "")),
             "metric": _fmt(entry["metric"]["value"]),
-            "delta": "" if entry is base else f"{entry['metric_delta']:+.2f}",
+            "delta": "" if base else f"{entry['metric_delta']:+.2f}",
             "p50": _fmt(lat.get("p50")), "p90": _fmt(lat.get("p90")),
-            "speedup": "1.00x" if entry is base else (f"{entry['speedup_vs_baseline']:.2f}x"
+            "speedup": "1.00x" if base else (f"{entry['speedup_vs_baseline']:.2f}x"
                                                        if entry.get("speedup_vs_baseline") else "-"),
             "size": f"{entry['size_bytes'] / 2**20:.1f}",
             "rss": _fmt(entry.get("peak_rss_mb"), 0),
-            "parity": "" if entry is base else (f"{par.get('max_abs_diff', float('nan')):.2g} / "
+            "parity": "" if base else (f"{par.get('max_abs_diff', float('nan')):.2g} / "
                                                 f"{par.get('argmax_agreement_pct', float('nan')):.1f}%"),
         })
     return out
@@ -69,6 +74,8 @@ def terminal_table(report: dict) -> str:
 def markdown(report: dict) -> str:
     m, d, t = report["model"], report["data"], report["target"]
     heads = _headers(report)
+    where = ("measured on the device itself" if t["measured"]
+             else f"timed on this host with {t.get('timing_threads')} threads, not on {t['name']}")
     lines = [f"# edgeify report: {m['id']}", ""]
     if m["source"] == "starter":
         held = (m.get("starter") or {}).get("held_out", {})
@@ -79,7 +86,7 @@ def markdown(report: dict) -> str:
         f"- model: `{m['id']}` ({m['family']}, {m['task']}, {m['params']:,} parameters, source: {m['source']})",
         f"- data: {d['eval']} — {d['n_eval']} evaluation / {d['n_calibration']} calibration samples, seq len {d['seq_len']}",
         f"- target: `{t['name']}` — {t['description']}, {t['threads']} threads; CPU: {t['cpu']}",
-        f"- latency: batch 1, seq {d['seq_len']}, {'measured on the device itself' if t['measured'] else 'estimated'}",
+        f"- latency: batch 1, seq {'/'.join(map(str, d.get('seq_lens') or [d['seq_len']]))}, {where}",
         "",
         "| " + " | ".join(heads.values()) + " |",
         "|" + "|".join("---" for _ in heads) + "|",
@@ -90,7 +97,9 @@ def markdown(report: dict) -> str:
     if sel:
         lines += [f"`*` selected int8 artifact: **{sel['chosen']}** — {sel['reason']}", ""]
     for a in report["artifacts"]:
-        if a.get("notes", {}).get("warning"):
+        if a.get("refused"):
+            lines += [f"> **{a['path']}** refused by target `{t['name']}`: {a['refused']}", ""]
+        elif a.get("notes", {}).get("warning"):
             lines += [f"> **{a['path']}**: {a['notes']['warning']}", ""]
     lines += ["## Artifacts", ""]
     for a in report["artifacts"]:

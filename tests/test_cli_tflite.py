@@ -7,6 +7,7 @@ import json
 
 from edgeify.cli import main
 from tests.test_cli import FAST
+from tests.tflrt import TFLRT, needs_tflrt
 
 
 def test_electra_int8_tflite(tmp_path, starter_dir, capsys):
@@ -30,3 +31,87 @@ def test_electra_int8_tflite(tmp_path, starter_dir, capsys):
     err = capsys.readouterr().err
     assert "takes sequences of exactly 32 tokens" in err and "Traceback" not in err
     assert main(["bench", str(fp32), "--seq-len", "32", "--seconds", "0.2"]) == 0
+    capsys.readouterr()
+    # evaluating the file on data whose labels the model does not have: one clear line
+    mismatched = tmp_path / "spam.csv"
+    mismatched.write_text("sentence,label\nwin a prize now,spam\nsee you at lunch,ham\n")
+    assert main(["eval", str(fp32), "--data", str(mismatched), "--seq-len", "32"]) == 2
+    err = capsys.readouterr().err
+    assert "labels the model does not have: ham, spam; the model's labels: 0=negative, 1=positive" in err
+    assert "Traceback" not in err
+
+
+def test_two_seq_lens_one_tflite_file_each(tmp_path, starter_dir, capsys):
+    """--seq-len twice: a TFLite file per length, each evaluated and timed at its own length
+    beside PyTorch at that length; ONNX takes any length, so it is built once."""
+    starter_dir("electra")
+    out = tmp_path / "out"
+    fast = [a for a in FAST if a not in ("--seq-len", "32")]
+    assert main(["electra", "--formats", "onnx,tflite", "--seq-len", "32", "--seq-len", "16",
+                 "--seq-len", "32", "-o", str(out), *fast]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["data"]["seq_len"] == 32 and report["data"]["seq_lens"] == [32, 16]
+    assert report["baseline"]["seq_len"] == 32
+    [other] = report["other_baselines"]
+    assert other["seq_len"] == 16 and other["format"] == "pytorch"
+    got = [(a["format"], a["precision"], a["seq_len"], a["path"]) for a in report["artifacts"]]
+    assert got == [("onnx", "fp32", 32, "onnx/model.fp32.onnx"),
+                   ("tflite", "fp32", 32, "tflite/model.fp32.seq32.tflite"),
+                   ("tflite", "fp16", 32, "tflite/model.fp16.seq32.tflite"),
+                   ("tflite", "fp32", 16, "tflite/model.fp32.seq16.tflite"),
+                   ("tflite", "fp16", 16, "tflite/model.fp16.seq16.tflite")]
+    for entry in report["artifacts"]:
+        base = report["baseline"] if entry["seq_len"] == 32 else other
+        # compared with PyTorch at its own length: fp32 agrees exactly
+        assert entry["metric_delta"] == round(entry["metric"]["value"] - base["metric"]["value"], 4)
+        if entry["precision"] == "fp32":
+            assert entry["parity"]["argmax_agreement_pct"] == 100.0
+        assert entry["speedup_vs_baseline"] == round(base["latency_ms"]["p50"] / entry["latency_ms"]["p50"], 3)
+    # the 16-token file is the one that takes 16 tokens
+    short = out / "tflite/model.fp32.seq16.tflite"
+    capsys.readouterr()
+    assert main(["bench", str(short), "--seq-len", "16", "--seconds", "0.2"]) == 0
+    table = (out / "report.md").read_text()
+    assert "tflite fp32 seq16" in table and "pytorch fp32 seq16" in table and "seq 32/16" in table
+
+
+def test_extra_seq_len_ignored_without_static_formats(tmp_path, starter_dir, capsys):
+    starter_dir("electra")
+    out = tmp_path / "out"
+    fast = [a for a in FAST if a not in ("--seq-len", "32")]
+    assert main(["electra", "--formats", "onnx", "--seq-len", "32", "--seq-len", "16",
+                 "-o", str(out), *fast]) == 0
+    assert "--seq-len 16 ignored" in capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    assert report["data"]["seq_lens"] == [32] and report["other_baselines"] == []
+
+
+@needs_tflrt
+def test_rpi_target_refuses_what_tflite_runtime_214_runs_wrongly(tmp_path, starter_dir, monkeypatch, capsys):
+    """`--target rpi`: TFLite by default, timed on this host and labelled so; a file that
+    tflite-runtime 2.14 computes wrongly (per-channel dynamic range, really run on 2.14
+    here) is refused with the reason and never selected."""
+    from edgeify.export.tflite import DynamicInt8, StaticInt8, TfliteBackend
+
+    starter_dir("electra")
+    monkeypatch.setenv("EDGEIFY_TFLITE_PYTHONS", str(TFLRT))
+    monkeypatch.setattr(TfliteBackend, "int8_configs",
+                        lambda self, family, drop=None: [DynamicInt8(granularity="CHANNELWISE"), StaticInt8()])
+    out = tmp_path / "out"
+    assert main(["electra", "--int8", "--target", "rpi", "-o", str(out), *FAST]) == 0
+    printed = capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    assert report["target"]["name"] == "rpi4" and report["target"]["measured"] is False
+    assert report["target"]["timing_threads"] == report["baseline"]["threads"]
+    assert [a["format"] for a in report["artifacts"]] == ["tflite"] * 4
+    assert all(a["measured"] is False for a in [report["baseline"], *report["artifacts"]])
+    refused = {a["precision"]: a.get("refused") for a in report["artifacts"]}
+    assert refused["fp32"] is None and refused["int8-static"] is None
+    assert refused["int8-dynamic"].startswith("rpi4 has tflite-runtime 2.14, on which this file does not "
+                                              "run correctly (results differ")
+    [chosen] = [a for a in report["artifacts"] if a.get("selected")]
+    assert chosen["precision"] == "int8-static"
+    assert "rpi4 refuses tflite/model.int8-dynamic.seq32.tflite" in printed
+    md = (out / "report.md").read_text()
+    assert "tflite int8-dynamic (refused)" in md and "refused by target `rpi4`" in md
+    assert "not on rpi4" in md

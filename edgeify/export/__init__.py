@@ -57,6 +57,7 @@ class Backend(Protocol):
     name: str
     requires: tuple[str, ...]  # importable modules the backend needs (optional extras)
     extra: str                 # the pip extra that installs them
+    static_shapes: bool        # one file per sequence length (TFLite) or one for all
 
     def export(self, model, family, sample, out_dir: Path) -> Artifact: ...
 

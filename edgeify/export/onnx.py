@@ -264,6 +264,7 @@ class OnnxBackend:
     name = "onnx"
     requires = ("onnx", "onnxruntime")
     extra = ""  # core dependencies
+    static_shapes = False
 
     def export(self, model, family, sample, out_dir: Path) -> Artifact:
         import onnx

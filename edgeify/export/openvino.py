@@ -269,6 +269,7 @@ class OpenVinoBackend:
     name = "openvino"
     requires = ("openvino", "nncf")
     extra = "openvino"
+    static_shapes = False
 
     def export(self, model, family, sample, out_dir: Path) -> Artifact:
         import openvino as ov

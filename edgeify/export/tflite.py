@@ -115,6 +115,17 @@ def describe(path: Path) -> tuple[dict[str, dict], dict[str, int]]:
     return _ops(schema, model), _constant_types(schema, model)
 
 
+def op_notes(path: Path) -> dict:
+    """The file's ops and versions, constants by type, and the ops each TFLite runtime we
+    have a measured op table for cannot load (runtimes/tflite_ops)."""
+    from edgeify.runtimes import tflite_ops
+
+    ops, constants = describe(path)
+    versions = {k: v["versions"] for k, v in ops.items()}
+    return {"ops": versions, "constant_elements_by_type": constants,
+            "ops_missing_in": {rt: tflite_ops.offending_ops(versions, rt) for rt in tflite_ops.TABLES}}
+
+
 def _flatbuffer(path: Path):
     from ai_edge_litert import schema_py_generated as schema
 
@@ -228,18 +239,17 @@ def _artifact(path: Path, precision: str, config, probe_rows: dict[str, np.ndarr
     at hand (this Python's, plus EDGEIFY_TFLITE_PYTHONS, e.g. a tflite-runtime 2.14 venv)."""
     from edgeify.runtimes.tflite_runner import TfliteRunner, check_runtimes
 
-    notes = dict(notes or {})
-    ops, constants = describe(path)
-    notes["ops"] = {k: v["versions"] for k, v in ops.items()}
-    notes["constant_elements_by_type"] = constants
+    notes = {**(notes or {}), **op_notes(path)}
+    warnings = [f"needs ops {rt} lacks: {', '.join(bad)}" for rt, bad in notes["ops_missing_in"].items() if bad]
     reference = TfliteRunner(path, 1).run(probe_rows)
     checks = check_runtimes(path, probe_rows, reference)
     notes["runtimes"] = [{k: v for k, v in c.items() if k != "python"} for c in checks]
-    bad = [c["runtime"] for c in checks if not c.get("same_results")]
+    bad = [c for c in checks if not c.get("same_results")]
     if bad:
-        notes["warning"] = (f"does not run correctly on {', '.join(bad)}: "
-                            + "; ".join(c.get("error") or f"results differ (max |diff| {c.get('max_abs_diff')})"
-                                        for c in checks if not c.get("same_results")))
+        warnings.append(f"does not run correctly on {', '.join(c['runtime'] for c in bad)}: " + "; ".join(
+            c.get("error") or f"results differ (max |diff| {c.get('max_abs_diff')})" for c in bad))
+    if warnings:
+        notes["warning"] = "; ".join(warnings)
     return Artifact("tflite", precision, path, config_record(config) if config else {"type": "Fp32Export"},
                     notes)
 
@@ -259,6 +269,7 @@ class TfliteBackend:
     name = "tflite"
     requires = ("litert_torch", "ai_edge_litert", "ai_edge_quantizer")
     extra = "tflite"
+    static_shapes = True
 
     def export(self, model, family, sample, out_dir: Path) -> Artifact:
         import torch

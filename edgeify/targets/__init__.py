@@ -2,7 +2,9 @@
 
 `host` is the machine edgeify runs on. `x86-avx2` is the same machine with the CPU's
 instruction set capped at AVX2 for the runtimes that honour a cap, so an AVX2-only
-server (no AVX-512, no VNNI) is timed for real rather than guessed.
+server (no AVX-512, no VNNI) is timed for real rather than guessed. `rpi4` / `rpi5` are
+Raspberry Pis: edgeify cannot time them from here (latency in the report is this host's,
+and says so), but it refuses any TFLite file their runtime cannot load or computes wrongly.
 """
 
 from __future__ import annotations
@@ -23,12 +25,31 @@ class Target:
     env: tuple[tuple[str, str], ...] = ()
     # Why a format is missing from `formats`, for the error a user sees.
     refused: tuple[tuple[str, str], ...] = ()
+    # The TFLite runtime the device has (a key of runtimes.tflite_ops.TABLES), or "".
+    tflite_runtime: str = ""
 
     def check_format(self, fmt: str) -> None:
         if fmt not in self.formats:
             why = dict(self.refused).get(fmt, "not available on this target")
             raise UsageError(f"target {self.name!r} cannot run format {fmt!r}: {why}; "
                              f"formats here: {', '.join(self.formats)}")
+
+    def refusal(self, fmt: str, notes: dict) -> str | None:
+        """Why this target will not take an artifact (from its export notes), or None.
+
+        A TFLite file is refused when the device's runtime lacks one of its ops or op
+        versions (the measured op table), or when it was run on that runtime and failed or
+        gave other results than the runtime it was built with."""
+        if fmt != "tflite" or not self.tflite_runtime:
+            return None
+        missing = (notes.get("ops_missing_in") or {}).get(self.tflite_runtime)
+        if missing:
+            return f"{self.name} has {self.tflite_runtime}, which cannot load {', '.join(missing)}"
+        for check in notes.get("runtimes", []):
+            if check["runtime"].startswith(self.tflite_runtime) and not check.get("same_results"):
+                what = check.get("error") or f"results differ, max |diff| {check.get('max_abs_diff')}"
+                return f"{self.name} has {self.tflite_runtime}, on which this file does not run correctly ({what})"
+        return None
 
 
 def _cores() -> int:
@@ -66,7 +87,23 @@ def _x86_avx2() -> Target:
                             "here would be AVX-512 timing")))
 
 
-_TARGETS = {"host": _host, "x86-avx2": _x86_avx2}
+def _pi(name: str, board: str) -> Target:
+    return Target(
+        name, f"{board}; TFLite through tflite-runtime 2.14 (what Raspberry Pi OS gets from pip); "
+              "not timed from here: latency is this host's",
+        threads=4, formats=("tflite", "onnx"), measured=False,
+        refused=(("openvino", "edgeify does not build OpenVINO for ARM boards"),),
+        tflite_runtime="tflite-runtime 2.14")
+
+
+_TARGETS = {
+    "host": _host,
+    "x86-avx2": _x86_avx2,
+    "rpi4": lambda: _pi("rpi4", "Raspberry Pi 4 (4x Cortex-A72 1.5 GHz, 1-8 GB; no int8 dot-product instructions)"),
+    "rpi5": lambda: _pi("rpi5", "Raspberry Pi 5 (4x Cortex-A76 2.4 GHz, 2-16 GB; SDOT int8 dot product)"),
+}
+# `rpi` is the Pi most users have: the Pi 4 (2019) is still the most common board in use.
+ALIASES = {"rpi": "rpi4"}
 
 
 def names() -> list[str]:
@@ -74,8 +111,10 @@ def names() -> list[str]:
 
 
 def get(name: str) -> Target:
+    name = ALIASES.get(name, name)
     if name not in _TARGETS:
-        raise UsageError(f"unknown target {name!r}; accepted: {', '.join(names())}")
+        raise UsageError(f"unknown target {name!r}; accepted: {', '.join(names())} "
+                         f"(aliases: {', '.join(f'{a} = {t}' for a, t in ALIASES.items())})")
     return _TARGETS[name]()
 
 

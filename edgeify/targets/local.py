@@ -40,10 +40,11 @@ def measure(artifact: str | Path, feeds: dict[str, np.ndarray], threads: int,
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def measure_interleaved(artifacts: list[str | Path], feeds: dict[str, np.ndarray], threads: int,
-                        rounds: int = 3, seconds_per_round: float = 2.0, progress=None,
+def measure_interleaved(artifacts: list[str | Path], feeds: dict[str, np.ndarray] | list[dict[str, np.ndarray]],
+                        threads: int, rounds: int = 3, seconds_per_round: float = 2.0, progress=None,
                         env: tuple[tuple[str, str], ...] = ()) -> list[dict]:
     """Time several artifacts in interleaved rounds; p50/p90 are medians over the rounds.
+    `feeds` is one input set for all, or one per artifact (e.g. files of different lengths).
 
     On a shared, noisy machine a slow spell hits one artifact when they are timed one
     after the other; interleaving spreads it over all of them, so the ratios between
@@ -51,10 +52,13 @@ def measure_interleaved(artifacts: list[str | Path], feeds: dict[str, np.ndarray
     """
     import statistics
 
+    per_feeds = feeds if isinstance(feeds, list) else [feeds] * len(artifacts)
+    if len(per_feeds) != len(artifacts):
+        raise ValueError(f"{len(per_feeds)} input sets for {len(artifacts)} artifacts")
     per: list[list[dict]] = [[] for _ in artifacts]
     for _ in range(max(1, rounds)):
         for i, path in enumerate(artifacts):
-            per[i].append(measure(path, feeds, threads, max_seconds=seconds_per_round, env=env))
+            per[i].append(measure(path, per_feeds[i], threads, max_seconds=seconds_per_round, env=env))
             if progress is not None:
                 progress.update(1)
     out = []

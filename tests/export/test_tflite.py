@@ -5,7 +5,6 @@ tflite-runtime 2.14 that Raspberry Pi OS users have (a separate venv)."""
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,21 +26,10 @@ from edgeify.export.tflite import (
 from edgeify.families import CAUSAL_LM
 from edgeify.runtimes import input_names, open_runner
 from edgeify.runtimes.tflite_runner import PYTHONS_ENV, TfliteRunner, check_runtimes
+from tests.tflrt import TFLRT, TFLRT_RUNTIME, needs_tflrt
 
 FAMILIES = ["electra", "albert", "gpt-neo"]
 SEQ = 40  # the shortest tweet comes first, so a batch of 3 has padding at 40 tokens
-
-# A venv with only tflite-runtime 2.14 + numpy 1.26: what `pip install tflite-runtime` gives on
-# Raspberry Pi OS. Tests that need it are skipped where it is absent.
-# A Python with tflite-runtime 2.14 (as on Raspberry Pi OS): .ci/run makes one and names it
-# in EDGEIFY_TFLITE_PYTHONS; EDGEIFY_TEST_TFLRT_PYTHON overrides.
-TFLRT = Path(os.environ.get("EDGEIFY_TEST_TFLRT_PYTHON")
-             or os.environ.get("EDGEIFY_TFLITE_PYTHONS", "").split(os.pathsep)[0]
-             or "/work/venv-tflrt/bin/python")
-TFLRT_RUNTIME = "tflite-runtime 2.14.0"
-needs_tflrt = pytest.mark.skipif(
-    not TFLRT.exists(), reason=f"no tflite-runtime 2.14 venv at {TFLRT} (set EDGEIFY_TEST_TFLRT_PYTHON)")
-
 
 
 @pytest.fixture(autouse=True)

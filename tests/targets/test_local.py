@@ -105,10 +105,11 @@ def test_targets_registry():
     host = targets.get("host")
     assert host.name == "host" and host.measured and host.formats == ("onnx", "openvino", "tflite")
     assert host.threads >= 1 and host.env == ()
-    assert targets.names() == ["host", "x86-avx2"]
+    assert targets.names() == ["host", "rpi4", "rpi5", "x86-avx2"]
     with pytest.raises(UsageError) as info:
         targets.get("raspberry-pi")
-    assert str(info.value) == "unknown target 'raspberry-pi'; accepted: host, x86-avx2"
+    assert str(info.value) == ("unknown target 'raspberry-pi'; accepted: host, rpi4, rpi5, x86-avx2 "
+                               "(aliases: rpi = rpi4)")
 
 
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 only")
@@ -148,6 +149,18 @@ def test_peak_rss_is_the_childs_own_not_the_parents(tmp_path, feeds):
     res = local.measure(path, feeds, 1, max_seconds=0.1)
     assert res["peak_rss_mb"] < 500, res
     del ballast
+
+
+def test_interleaved_rounds_one_input_set_per_artifact(tmp_path, feeds):
+    """Files of different sequence lengths are timed in one interleaved run, each on its own inputs."""
+    from edgeify.targets import local
+
+    paths = [_small_onnx(tmp_path / "a.onnx"), _small_onnx(tmp_path / "b.onnx")]
+    short = {k: v[:, :4] for k, v in feeds.items()}
+    res = local.measure_interleaved(paths, [feeds, short], 1, rounds=1, seconds_per_round=0.05)
+    assert [(r["batch"], r["seq_len"]) for r in res] == [feeds["input_ids"].shape, (2, 4)]
+    with pytest.raises(ValueError, match="1 input sets for 2 artifacts"):
+        local.measure_interleaved(paths, [feeds], 1, rounds=1)
 
 
 def test_interleaved_rounds_report_median_of_rounds(tmp_path, feeds):

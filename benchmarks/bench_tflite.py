@@ -1,0 +1,144 @@
+"""TFLite through edgeify vs PyTorch eager and vs the plain ai-edge-quantizer recipe, in one
+run: fp32, fp16 weights, int8 dynamic range, int8 static, all from one `edgeify --int8
+--formats tflite` run, plus `recipe.dynamic_wi8_afp32()` (what the quantizer's README has a
+user do first) applied to the same fp32 file.
+
+Every model is timed at batch 1 in a fresh process with the same threads and input, in
+interleaved rounds (median of the rounds' p50s): the machine is shared and noisy, so the
+ratios count, not the absolute times. Each file is also run on the tflite-runtime 2.14 at
+EDGEIFY_TFLITE_PYTHONS (as on Raspberry Pi OS) when set.
+
+    python benchmarks/bench_tflite.py --model DIR --data tweets.csv --name tflite-electra-minilm-tweets
+    python benchmarks/bench_tflite.py --shape electra-small --name tflite-electra-small-shape
+"""
+
+from __future__ import annotations
+
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).parent))
+from bench_onnx import build_shape, common_args, machine  # noqa: E402
+
+warnings.filterwarnings("ignore")
+
+
+def size_of(path: Path) -> int:
+    return sum(p.stat().st_size for p in path.glob("*.safetensors")) if path.is_dir() else path.stat().st_size
+
+
+def plain_recipe(fp32: Path, out: Path) -> Path:
+    """ai-edge-quantizer's stock dynamic-range recipe (per-channel int8 weights, every op it can)."""
+    from ai_edge_quantizer import quantizer, recipe
+
+    qt = quantizer.Quantizer(str(fp32))
+    qt.load_quantization_recipe(recipe.dynamic_wi8_afp32())
+    qt.quantize().export_model(str(out), overwrite=True)
+    return out
+
+
+def main() -> int:
+    args = common_args(__doc__, seconds=4.0).parse_args()
+
+    import edgeify
+    from edgeify.calibration.datasets import load_examples, prepare
+    from edgeify.evaluate import evaluate
+    from edgeify.families import loader
+    from edgeify.runtimes import open_runner
+    from edgeify.runtimes.tflite_runner import check_runtimes
+    from edgeify.targets import local
+
+    work = Path(args.work or tempfile.mkdtemp(prefix="edgeify-bench-tflite-"))
+    work.mkdir(parents=True, exist_ok=True)
+    model_dir = Path(args.model) if args.model else build_shape(args.shape, work / "model")
+    t0 = time.time()
+    rep = edgeify.run(str(model_dir), int8=True, formats=("tflite",), data=args.data or "synthetic",
+                      text_column=args.text_column, label_column=args.label_column,
+                      seq_len=args.seq_len, n_eval=args.n_eval, out_dir=str(work / "edgeify"),
+                      force=True, bench_seconds=1.0, bench_rounds=1,
+                      log_fn=lambda m: print(m, file=sys.stderr))
+    out = Path(rep["output_dir"])
+    metric = rep["baseline"]["metric"]["name"]
+    values = {"pytorch": rep["baseline"]["metric"]["value"]}
+    paths = {"pytorch": out / "pytorch"}
+    on_pi = {}
+    for a in rep["artifacts"]:
+        values[a["precision"]] = a["metric"]["value"]
+        paths[a["precision"]] = out / a["path"]
+        on_pi[a["precision"]] = [r for r in a["notes"].get("runtimes", []) if r["runtime"].startswith("tflite-runtime")]
+
+    loaded = loader.load_local(model_dir)
+    family = loaded.family
+    examples = load_examples(family, args.data or "synthetic", synthetic_default=True,
+                             n_wanted=args.n_eval + 128, text_column=args.text_column,
+                             label_column=args.label_column)
+    data = prepare(family, loaded.tokenizer, loaded.model.config.id2label, *examples,
+                   seq_len=args.seq_len, n_calibration=128, n_eval=args.n_eval)
+    paths["plain"] = plain_recipe(paths["fp32"], work / "plain.dynamic_wi8_afp32.tflite")
+    values["plain"] = evaluate(open_runner(paths["plain"], args.threads), data.evaluation, family.task).value
+    probe = {n: data.calibration.inputs[n][:4] for n in family.onnx_inputs}
+    checks = check_runtimes(paths["plain"], probe, open_runner(paths["plain"], 1).run(probe))
+    on_pi["plain"] = [c for c in checks if c["runtime"].startswith("tflite-runtime")]
+
+    runs = [("PyTorch fp32 eager", "pytorch"), ("TFLite fp32", "fp32"), ("TFLite fp16 weights", "fp16"),
+            ("edgeify TFLite int8 dynamic range", "int8-dynamic"), ("edgeify TFLite int8 static", "int8-static"),
+            ("plain ai-edge-quantizer dynamic_wi8_afp32", "plain")]
+    feeds = data.evaluation.rows(0, 1)
+    lat: dict[str, list[float]] = {label: [] for label, _ in runs}
+    for r in range(args.rounds):
+        for label, key in runs:
+            lat[label].append(local.measure(paths[key], feeds, args.threads, max_seconds=args.seconds)["p50"])
+        print(f"round {r + 1}/{args.rounds}: " + ", ".join(f"{k}={v[-1]:.2f}" for k, v in lat.items()),
+              file=sys.stderr)
+    p50 = {k: statistics.median(v) for k, v in lat.items()}
+
+    def pi(key: str) -> str:
+        c = on_pi.get(key)
+        if not c:
+            return "not checked"
+        c = c[0]
+        return "same results" if c["same_results"] else (c.get("error") or f"WRONG (max abs diff {c.get('max_abs_diff')})")
+
+    base, t32 = p50["PyTorch fp32 eager"], p50["TFLite fp32"]
+    s32 = size_of(paths["fp32"])
+    lines = [
+        f"### {args.name}",
+        "",
+        f"- model: `{model_dir.name}` ({family.name}, {rep['model']['params']:,} params, "
+        f"{'random init, shape ' + args.shape if args.shape else 'real weights'}); data: {rep['data']['eval']} "
+        f"({rep['data']['n_eval']} eval samples); batch 1, seq {args.seq_len}, {args.threads} threads; "
+        f"latency = median of {args.rounds} interleaved rounds of p50, each in a fresh process",
+        f"- machine: {machine()}, ai-edge-litert {rep['versions'].get('ai-edge-litert')}, "
+        f"ai-edge-quantizer {rep['versions'].get('ai-edge-quantizer')}, litert-torch {rep['versions'].get('litert-torch')}",
+        f"- run took {time.time() - t0:.0f}s",
+        "",
+        f"| model | {metric} | Δ vs PyTorch | p50 ms (rounds) | vs PyTorch eager | vs TFLite fp32 | size MB "
+        "| size vs TFLite fp32 | tflite-runtime 2.14 |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for label, key in runs:
+        v, size = values[key], size_of(paths[key])
+        lines.append(f"| {label} | {v:.2f} | {v - values['pytorch']:+.2f} | {p50[label]:.2f} "
+                     f"({', '.join(f'{x:.2f}' for x in lat[label])}) | {p50[label] / base:.2f}x | "
+                     f"{p50[label] / t32:.2f}x | {size / 2**20:.1f} | {size / s32:.2f}x | "
+                     f"{'' if key == 'pytorch' else pi(key)} |")
+    best = min(("int8-dynamic", "int8-static"), key=lambda k: p50[[lb for lb, kk in runs if kk == k][0]])
+    best_label = [lb for lb, kk in runs if kk == best][0]
+    lines += ["",
+              f"Fastest edgeify int8 ({best}): latency {p50[best_label] / t32:.2f}x TFLite fp32 (target <= 0.7x), "
+              f"file {size_of(paths[best]) / s32:.2f}x (target <= 0.3x), {metric} "
+              f"{values[best] - values['pytorch']:+.2f} vs PyTorch fp32 (target: drop <= 1.5)."]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    res_dir = Path(__file__).parent / "results"
+    res_dir.mkdir(exist_ok=True)
+    (res_dir / f"{args.name}.md").write_text(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
