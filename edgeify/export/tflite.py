@@ -252,14 +252,19 @@ def _artifact(path: Path, precision: str, config, probe_rows: dict[str, np.ndarr
     bad = [c for c in checks if not c.get("same_results")]
     if bad:
         warnings.append(f"does not run correctly on {', '.join(c['runtime'] for c in bad)}: " + "; ".join(
-            c.get("error") or f"results differ (max |diff| {c.get('max_abs_diff')})" for c in bad))
+            c.get("error") or f"results differ ({_difference(c)})" for c in bad))
     if warnings:
         notes["warning"] = "; ".join(warnings)
     return Artifact("tflite", precision, path, config_record(config) if config else {"type": "Fp32Export"},
                     notes)
 
 
-PROBE_ROWS = 4  # samples run on every runtime to compare results
+def _difference(check: dict) -> str:
+    return (f"mean |diff| {check.get('mean_abs_diff_relative', 0):.0%} of the mean |logit|, "
+            f"argmax agreement {check.get('argmax_agreement_pct')}%")
+
+
+PROBE_ROWS = 32  # samples run on every runtime to compare results (enough for argmax agreement)
 
 
 def _probe_rows(calibration, family) -> dict[str, np.ndarray]:

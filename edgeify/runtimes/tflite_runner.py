@@ -82,6 +82,25 @@ def _precision_of(path: Path) -> str:
     return "fp32"
 
 
+# Two runtimes' int8 kernels round differently, so an int8 file's logits differ between
+# them a little; a runtime that mis-reads the file gives unrelated logits. On the real
+# ELECTRA model, 1000 tweets, tflite-runtime 2.14 vs ai-edge-litert: sound int8 files
+# differ by 3-7% of the mean |logit| with 96-98% argmax agreement (accuracy on 2.14 within
+# 0.6 points), per-channel dynamic-range files by 100% with 39-47% (accuracy 74 -> 42).
+MAX_RELATIVE_DIFF = 0.2
+MIN_ARGMAX_AGREEMENT_PCT = 80.0
+
+
+def _agreement(got: np.ndarray, reference: np.ndarray) -> dict:
+    got, reference = got.astype(np.float64), reference.astype(np.float64)
+    mean_diff = float(np.abs(got - reference).mean())
+    relative = mean_diff / max(float(np.abs(reference).mean()), 1e-12)
+    agree = float((got.argmax(-1) == reference.argmax(-1)).mean() * 100)
+    return {"max_abs_diff": round(float(np.abs(got - reference).max()), 6),
+            "mean_abs_diff_relative": round(relative, 4), "argmax_agreement_pct": round(agree, 2),
+            "same_results": bool(agree >= MIN_ARGMAX_AGREEMENT_PCT and relative <= MAX_RELATIVE_DIFF)}
+
+
 def check_runtimes(path: Path, feeds: dict[str, np.ndarray], reference: np.ndarray,
                    pythons: list[str] | None = None, timeout: float = 300.0) -> list[dict]:
     """Load and run `path` on this Python's TFLite runtime and on each other Python; compare
@@ -119,13 +138,7 @@ def check_runtimes(path: Path, feeds: dict[str, np.ndarray], reference: np.ndarr
             if res.get("runs") and out.exists():
                 got = np.load(out)
                 if got.shape == reference.shape:
-                    diff = float(np.abs(got.astype(np.float64) - reference.astype(np.float64)).max())
-                    agree = float((got.argmax(-1) == reference.argmax(-1)).mean() * 100)
-                    # int8 kernels differ a little between runtime versions; a broken one is
-                    # far off (seen: tflite-runtime 2.14 with per-channel dynamic-range int8)
-                    scale = float(np.abs(reference).max())
-                    res.update(max_abs_diff=round(diff, 6), argmax_agreement_pct=round(agree, 2),
-                               same_results=bool(agree >= 95.0 and diff <= 0.1 * scale + 1e-6))
+                    res.update(_agreement(got, reference))
                 else:
                     res["error"] = f"output shape {list(got.shape)}, expected {list(reference.shape)}"
             results.append(res)

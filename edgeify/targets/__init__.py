@@ -47,7 +47,9 @@ class Target:
             return f"{self.name} has {self.tflite_runtime}, which cannot load {', '.join(missing)}"
         for check in notes.get("runtimes", []):
             if check["runtime"].startswith(self.tflite_runtime) and not check.get("same_results"):
-                what = check.get("error") or f"results differ, max |diff| {check.get('max_abs_diff')}"
+                what = check.get("error") or (
+                    f"results differ: mean |diff| {check.get('mean_abs_diff_relative', 0):.0%} of the mean "
+                    f"|logit|, argmax agreement {check.get('argmax_agreement_pct')}%")
                 return f"{self.name} has {self.tflite_runtime}, on which this file does not run correctly ({what})"
         return None
 

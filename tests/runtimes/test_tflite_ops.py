@@ -23,3 +23,4 @@ def test_offending_ops():
         "CUSTOM:FlexErf (a select-TensorFlow op: needs the Flex delegate, which tflite-runtime 2.14 lacks)",
         "CUSTOM:MyOp (a custom op tflite-runtime 2.14 does not have)",
         "NOT_AN_OP (not in tflite-runtime 2.14)"]
+

@@ -218,3 +218,23 @@ def test_probe_truncated_file_crashes_tflite_runtime_214(electra, tmp_path):
     here = _probe(Path(sys.executable), p, tmp_path)
     res = json.loads(here.stdout.strip().splitlines()[-1])
     assert res["loads"] is False and res["error"] == "The model is not a valid Flatbuffer buffer"
+
+
+def test_runtime_agreement_thresholds():
+    """Int8 rounding differences between runtimes pass; a runtime that mis-reads the file fails."""
+    import numpy as np
+
+    from edgeify.runtimes.tflite_runner import _agreement
+
+    rng = np.random.default_rng(0)
+    ref = rng.normal(size=(32, 3))
+    rounding = ref + rng.normal(scale=0.05, size=ref.shape)  # ~5% of the mean |logit|
+    assert _agreement(rounding, ref)["same_results"] is True
+    unrelated = rng.normal(size=ref.shape)
+    res = _agreement(unrelated, ref)
+    assert res["same_results"] is False and res["mean_abs_diff_relative"] > 0.5
+    flipped = ref.copy()
+    flipped[:8] = -flipped[:8]  # a quarter of the answers change
+    assert _agreement(flipped, ref)["same_results"] is False
+    assert _agreement(ref, ref) == {"max_abs_diff": 0.0, "mean_abs_diff_relative": 0.0,
+                                    "argmax_agreement_pct": 100.0, "same_results": True}

@@ -59,9 +59,11 @@ def test_refusal_reasons_from_notes():
     assert pi.refusal("onnx", newer) is None
     wrong = {"ops_missing_in": {"tflite-runtime 2.14": []},
              "runtimes": [{"runtime": "ai-edge-litert 2.3.0", "same_results": True},
-                          {"runtime": "tflite-runtime 2.14.0", "same_results": False, "max_abs_diff": 1.06}]}
+                          {"runtime": "tflite-runtime 2.14.0", "same_results": False, "max_abs_diff": 2.7,
+                           "mean_abs_diff_relative": 1.0, "argmax_agreement_pct": 46.6}]}
     assert pi.refusal("tflite", wrong) == ("rpi4 has tflite-runtime 2.14, on which this file does not run "
-                                           "correctly (results differ, max |diff| 1.06)")
+                                           "correctly (results differ: mean |diff| 100% of the mean |logit|, "
+                                           "argmax agreement 46.6%)")
     fine = {"ops_missing_in": {"tflite-runtime 2.14": []},
             "runtimes": [{"runtime": "tflite-runtime 2.14.0", "same_results": True}]}
     assert pi.refusal("tflite", fine) is None
