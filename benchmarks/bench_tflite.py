@@ -14,6 +14,7 @@ EDGEIFY_TFLITE_PYTHONS (as on Raspberry Pi OS) when set.
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import tempfile
@@ -39,6 +40,23 @@ def plain_recipe(fp32: Path, out: Path) -> Path:
     qt.load_quantization_recipe(recipe.dynamic_wi8_afp32())
     qt.quantize().export_model(str(out), overwrite=True)
     return out
+
+
+def accuracy_on(python: str, model: Path, batch, threads: int) -> float:
+    """Accuracy of `model` run by another Python's TFLite runtime (the probe edgeify uses)."""
+    import subprocess
+
+    import numpy as np
+
+    from edgeify.runtimes import tflite_runner
+
+    probe = Path(tflite_runner.__file__).with_name("tflite_probe.py")
+    with tempfile.TemporaryDirectory() as tmp:
+        np.savez(Path(tmp) / "in.npz", **batch.inputs)
+        subprocess.run([python, str(probe), str(model), f"{tmp}/in.npz", f"{tmp}/out.npy", str(threads)],
+                       check=True, capture_output=True)
+        logits = np.load(f"{tmp}/out.npy")
+    return float((logits.argmax(-1) == batch.labels).mean() * 100)
 
 
 def main() -> int:
@@ -84,6 +102,14 @@ def main() -> int:
     checks = check_runtimes(paths["plain"], probe, open_runner(paths["plain"], 1).run(probe))
     on_pi["plain"] = [c for c in checks if c["runtime"].startswith("tflite-runtime")]
 
+    # the whole evaluation set on tflite-runtime 2.14 too: what a Pi user would measure
+    pi_python = next((p for p in os.environ.get("EDGEIFY_TFLITE_PYTHONS", "").split(os.pathsep) if p), None)
+    on_pi_acc = {}
+    if pi_python and family.task != "causal-lm":
+        for key in ("fp32", "int8-dynamic", "int8-static", "plain"):
+            on_pi_acc[key] = accuracy_on(pi_python, paths[key], data.evaluation, args.threads)
+            print(f"{key} on tflite-runtime 2.14: {on_pi_acc[key]:.2f}", file=sys.stderr)
+
     runs = [("PyTorch fp32 eager", "pytorch"), ("TFLite fp32", "fp32"), ("TFLite fp16 weights", "fp16"),
             ("edgeify TFLite int8 dynamic range", "int8-dynamic"), ("edgeify TFLite int8 static", "int8-static"),
             ("plain ai-edge-quantizer dynamic_wi8_afp32", "plain")]
@@ -101,7 +127,13 @@ def main() -> int:
         if not c:
             return "not checked"
         c = c[0]
-        return "same results" if c["same_results"] else (c.get("error") or f"WRONG (max abs diff {c.get('max_abs_diff')})")
+        verdict = "same results" if c["same_results"] else (c.get("error") or "WRONG")
+        if c.get("runs"):
+            verdict += (f" (mean diff {c['mean_abs_diff_relative']:.0%}, argmax agree "
+                        f"{c['argmax_agreement_pct']:.0f}%)")
+        if key in on_pi_acc:
+            verdict += f"; {metric} there {on_pi_acc[key]:.2f}"
+        return verdict
 
     base, t32 = p50["PyTorch fp32 eager"], p50["TFLite fp32"]
     s32 = size_of(paths["fp32"])

@@ -4,7 +4,7 @@ Standalone on purpose (numpy + tflite_runtime or ai_edge_litert only, no edgeify
 run with another Python, e.g. a venv holding tflite-runtime 2.14 as a Raspberry Pi has,
 to check that an artifact loads and gives the same numbers there.
 
-    python tflite_probe.py MODEL.tflite INPUTS.npz OUTPUT.npy
+    python tflite_probe.py MODEL.tflite INPUTS.npz OUTPUT.npy [THREADS]
 """
 
 import json
@@ -24,10 +24,10 @@ def _interpreter():
         return Interpreter, f"tflite-runtime {version('tflite-runtime')}"
 
 
-def main(model: str, inputs: str, output: str) -> dict:
+def main(model: str, inputs: str, output: str, threads: str = "1") -> dict:
     Interpreter, runtime = _interpreter()
     try:
-        interpreter = Interpreter(model_path=model, num_threads=1)
+        interpreter = Interpreter(model_path=model, num_threads=int(threads))
         runner = interpreter.get_signature_runner()
     except Exception as e:  # noqa: BLE001 - report, don't crash: this is a probe
         lines = [ln for ln in str(e).splitlines() if ln.strip()]
@@ -48,4 +48,4 @@ def main(model: str, inputs: str, output: str) -> dict:
 
 
 if __name__ == "__main__":
-    print(json.dumps(main(*sys.argv[1:4])))
+    print(json.dumps(main(*sys.argv[1:5])))
