@@ -110,6 +110,46 @@ def common_args(doc: str, seconds: float) -> argparse.ArgumentParser:
     return ap
 
 
+def edgeify_int8_run(args, fmt: str, work: Path, model_dir: Path) -> tuple[dict, dict, dict]:
+    """`edgeify MODEL --int8 --formats FMT` for a benchmark (timing done by the script, so one
+    short round here): the report, and metric values and paths keyed by precision, with the
+    PyTorch baseline as "pytorch"."""
+    import edgeify
+
+    rep = edgeify.run(str(model_dir), int8=True, formats=(fmt,), data=args.data or "synthetic",
+                      text_column=args.text_column, label_column=args.label_column,
+                      seq_len=args.seq_len, n_eval=args.n_eval, out_dir=str(work / "edgeify"),
+                      force=True, bench_seconds=1.0, bench_rounds=1,
+                      log_fn=lambda m: print(m, file=sys.stderr))
+    out = Path(rep["output_dir"])
+    values = {"pytorch": rep["baseline"]["metric"]["value"]}
+    paths = {"pytorch": out / "pytorch"}
+    for a in rep["artifacts"]:
+        values[a["precision"]] = a["metric"]["value"]
+        paths[a["precision"]] = out / a["path"]
+    return rep, values, paths
+
+
+def header(args, model_dir: Path, family, rep: dict) -> list[str]:
+    """The lines every result table starts with: what was measured, and how."""
+    return [
+        f"### {args.name}",
+        "",
+        f"- model: `{model_dir.name}` ({family.name}, {rep['model']['params']:,} params, "
+        f"{'random init, shape ' + args.shape if args.shape else 'real weights'}); data: {rep['data']['eval']} "
+        f"({rep['data']['n_eval']} eval samples); batch 1, seq {args.seq_len}, {args.threads} threads; "
+        f"latency = median of {args.rounds} interleaved rounds of p50, each in a fresh process",
+    ]
+
+
+def save_result(name: str, text: str) -> None:
+    """Print the table and keep it in benchmarks/results/NAME.md."""
+    print(text)
+    res_dir = Path(__file__).parent / "results"
+    res_dir.mkdir(exist_ok=True)
+    (res_dir / f"{name}.md").write_text(text)
+
+
 def main() -> int:
     args = common_args(__doc__, seconds=5.0).parse_args()
 
@@ -166,12 +206,7 @@ def main() -> int:
     naive_fp32_size = file_size(naive_fp32)
     selected = next((a for a in rep["artifacts"] if a.get("selected")), None)
     lines = [
-        f"### {args.name}",
-        "",
-        f"- model: `{model_dir.name}` ({family.name}, {rep['model']['params']:,} params, "
-        f"{'random init, shape ' + args.shape if args.shape else 'real weights'}); data: {rep['data']['eval']} "
-        f"({rep['data']['n_eval']} eval samples); batch 1, seq {args.seq_len}, {args.threads} threads; "
-        f"latency = median of {args.rounds} interleaved rounds of p50, each in a fresh process",
+        *header(args, model_dir, family, rep),
         f"- machine: {machine()}",
         f"- run took {time.time() - t0:.0f}s",
         "",
@@ -193,11 +228,7 @@ def main() -> int:
                   f"{metric} {rows[s_label][1] - rows['edgeify onnx fp32'][1]:+.2f} vs edgeify fp32, "
                   f"size {file_size(rows[s_label][0]) / naive_fp32_size:.2f}x naive fp32.",
                   f"Fused ops in edgeify fp32: `{json.dumps(rep['artifacts'][0]['notes'].get('fused_ops'))}`"]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    res_dir = Path(__file__).parent / "results"
-    res_dir.mkdir(exist_ok=True)
-    (res_dir / f"{args.name}.md").write_text(text)
+    save_result(args.name, "\n".join(lines) + "\n")
     return 0
 
 

@@ -19,7 +19,7 @@ import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_onnx import build_shape, common_args, machine  # noqa: E402
+from bench_onnx import build_shape, common_args, edgeify_int8_run, header, machine, save_result  # noqa: E402
 
 warnings.filterwarnings("ignore")
 
@@ -35,7 +35,6 @@ def main() -> int:
     ap.add_argument("--no-avx2", action="store_true", help="skip the AVX2-capped timings")
     args = ap.parse_args()
 
-    import edgeify
     from edgeify.runtimes.openvino_runner import SHAPES_ENV
     from edgeify.targets import AVX2_ENV, local
 
@@ -43,18 +42,8 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     model_dir = Path(args.model) if args.model else build_shape(args.shape, work / "model")
     t0 = time.time()
-    rep = edgeify.run(str(model_dir), int8=True, formats=("openvino",), data=args.data or "synthetic",
-                      text_column=args.text_column, label_column=args.label_column,
-                      seq_len=args.seq_len, n_eval=args.n_eval, out_dir=str(work / "edgeify"),
-                      force=True, bench_seconds=1.0, bench_rounds=1,
-                      log_fn=lambda m: print(m, file=sys.stderr))
-    out = Path(rep["output_dir"])
+    rep, values, paths = edgeify_int8_run(args, "openvino", work, model_dir)
     metric = rep["baseline"]["metric"]["name"]
-    values = {"pytorch": rep["baseline"]["metric"]["value"]}
-    paths = {"pytorch": out / "pytorch"}
-    for a in rep["artifacts"]:
-        values[a["precision"]] = a["metric"]["value"]
-        paths[a["precision"]] = out / a["path"]
 
     dyn, static = ((SHAPES_ENV, "dynamic"),), ((SHAPES_ENV, "static"),)
     # (label, artifact key, env)
@@ -95,12 +84,7 @@ def main() -> int:
     base = p50["PyTorch fp32 eager"]
     ov32 = p50["OpenVINO fp32, dynamic shapes"]
     lines = [
-        f"### {args.name}",
-        "",
-        f"- model: `{model_dir.name}` ({family.name}, {rep['model']['params']:,} params, "
-        f"{'random init, shape ' + args.shape if args.shape else 'real weights'}); data: {rep['data']['eval']} "
-        f"({rep['data']['n_eval']} eval samples); batch 1, seq {args.seq_len}, {args.threads} threads; "
-        f"latency = median of {args.rounds} interleaved rounds of p50, each in a fresh process",
+        *header(args, model_dir, family, rep),
         f"- machine: {machine()}, openvino {rep['versions'].get('openvino')}, nncf {rep['versions'].get('nncf')}",
         f"- run took {time.time() - t0:.0f}s",
         "",
@@ -126,11 +110,7 @@ def main() -> int:
             f"{p50['x86-avx2: OpenVINO int8'] / p50['OpenVINO int8, dynamic shapes']:.2f}x host, "
             f"PyTorch {p50['x86-avx2: PyTorch fp32 eager'] / base:.2f}x host; on x86-avx2 int8 is "
             f"{p50['x86-avx2: OpenVINO int8'] / p50['x86-avx2: OpenVINO fp32']:.2f}x fp32.")
-    text = "\n".join(lines) + "\n"
-    print(text)
-    res_dir = Path(__file__).parent / "results"
-    res_dir.mkdir(exist_ok=True)
-    (res_dir / f"{args.name}.md").write_text(text)
+    save_result(args.name, "\n".join(lines) + "\n")
     return 0
 
 

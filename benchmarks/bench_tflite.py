@@ -23,7 +23,7 @@ import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_onnx import build_shape, common_args, machine  # noqa: E402
+from bench_onnx import build_shape, common_args, edgeify_int8_run, header, machine, save_result  # noqa: E402
 
 warnings.filterwarnings("ignore")
 
@@ -62,7 +62,6 @@ def accuracy_on(python: str, model: Path, batch, threads: int) -> float:
 def main() -> int:
     args = common_args(__doc__, seconds=4.0).parse_args()
 
-    import edgeify
     from edgeify.calibration.datasets import load_examples, prepare
     from edgeify.evaluate import evaluate
     from edgeify.families import loader
@@ -74,20 +73,10 @@ def main() -> int:
     work.mkdir(parents=True, exist_ok=True)
     model_dir = Path(args.model) if args.model else build_shape(args.shape, work / "model")
     t0 = time.time()
-    rep = edgeify.run(str(model_dir), int8=True, formats=("tflite",), data=args.data or "synthetic",
-                      text_column=args.text_column, label_column=args.label_column,
-                      seq_len=args.seq_len, n_eval=args.n_eval, out_dir=str(work / "edgeify"),
-                      force=True, bench_seconds=1.0, bench_rounds=1,
-                      log_fn=lambda m: print(m, file=sys.stderr))
-    out = Path(rep["output_dir"])
+    rep, values, paths = edgeify_int8_run(args, "tflite", work, model_dir)
     metric = rep["baseline"]["metric"]["name"]
-    values = {"pytorch": rep["baseline"]["metric"]["value"]}
-    paths = {"pytorch": out / "pytorch"}
-    on_pi = {}
-    for a in rep["artifacts"]:
-        values[a["precision"]] = a["metric"]["value"]
-        paths[a["precision"]] = out / a["path"]
-        on_pi[a["precision"]] = [r for r in a["notes"].get("runtimes", []) if r["runtime"].startswith("tflite-runtime")]
+    on_pi = {a["precision"]: [r for r in a["notes"].get("runtimes", []) if r["runtime"].startswith("tflite-runtime")]
+             for a in rep["artifacts"]}
 
     loaded = loader.load_local(model_dir)
     family = loaded.family
@@ -138,12 +127,7 @@ def main() -> int:
     base, t32 = p50["PyTorch fp32 eager"], p50["TFLite fp32"]
     s32 = size_of(paths["fp32"])
     lines = [
-        f"### {args.name}",
-        "",
-        f"- model: `{model_dir.name}` ({family.name}, {rep['model']['params']:,} params, "
-        f"{'random init, shape ' + args.shape if args.shape else 'real weights'}); data: {rep['data']['eval']} "
-        f"({rep['data']['n_eval']} eval samples); batch 1, seq {args.seq_len}, {args.threads} threads; "
-        f"latency = median of {args.rounds} interleaved rounds of p50, each in a fresh process",
+        *header(args, model_dir, family, rep),
         f"- machine: {machine()}, ai-edge-litert {rep['versions'].get('ai-edge-litert')}, "
         f"ai-edge-quantizer {rep['versions'].get('ai-edge-quantizer')}, litert-torch {rep['versions'].get('litert-torch')}",
         f"- run took {time.time() - t0:.0f}s",
@@ -164,11 +148,7 @@ def main() -> int:
               f"Fastest edgeify int8 ({best}): latency {p50[best_label] / t32:.2f}x TFLite fp32 (target <= 0.7x), "
               f"file {size_of(paths[best]) / s32:.2f}x (target <= 0.3x), {metric} "
               f"{values[best] - values['pytorch']:+.2f} vs PyTorch fp32 (target: drop <= 1.5)."]
-    text = "\n".join(lines) + "\n"
-    print(text)
-    res_dir = Path(__file__).parent / "results"
-    res_dir.mkdir(exist_ok=True)
-    (res_dir / f"{args.name}.md").write_text(text)
+    save_result(args.name, "\n".join(lines) + "\n")
     return 0
 
 
