@@ -115,3 +115,18 @@ def test_rpi_target_refuses_what_tflite_runtime_214_runs_wrongly(tmp_path, start
     md = (out / "report.md").read_text()
     assert "tflite int8-dynamic (refused)" in md and "refused by target `rpi4`" in md
     assert "not on rpi4" in md
+
+
+def test_converter_and_quantizer_chatter_stays_out_of_the_output(tmp_path, starter_dir, capfd):
+    """litert-torch's per-step [START]/[DONE] lines and ai-edge-quantizer's size report are
+    not edgeify's output (they come back with --debug); the environment is left as it was."""
+    import os
+
+    starter_dir("electra")
+    os.environ.pop("LITERT_TORCH_SHOW_PROGRESS", None)
+    assert main(["electra", "--int8", "--formats", "tflite", "-o", str(tmp_path / "out"), *FAST]) == 0
+    out = capfd.readouterr().out
+    assert "[4/5] tflite" in out
+    assert "[START]" not in out and "LiteRT-Torch Convert" not in out
+    assert "Original model size" not in out and "Quantization Ratio" not in out
+    assert "LITERT_TORCH_SHOW_PROGRESS" not in os.environ

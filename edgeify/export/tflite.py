@@ -12,7 +12,9 @@ they are an optional extra.
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -68,6 +70,23 @@ class StaticInt8:
 
     ops: tuple[str, ...] = ("FULLY_CONNECTED",)  # add "BATCH_MATMUL" for int8 attention matmuls
     table_ops: tuple[str, ...] = ("EMBEDDING_LOOKUP",)
+
+
+@contextlib.contextmanager
+def _converter_progress(show: bool):
+    """litert-torch prints a [START]/[DONE] line to stdout for each of its internal steps,
+    unless LITERT_TORCH_SHOW_PROGRESS says no (read at each step). edgeify's own log already
+    says what is running, so those lines are shown with --debug only."""
+    key = "LITERT_TORCH_SHOW_PROGRESS"
+    before = os.environ.get(key)
+    os.environ[key] = "y" if show else "n"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
 
 
 def _family_ops(family, allowed: tuple[str, ...]) -> list[str]:
@@ -176,10 +195,9 @@ def _quantize(src: Path, out: Path, recipe, calibration_rows: list[dict] | None 
 
     qt = quantizer.Quantizer(str(src))
     qt.load_quantization_recipe(recipe)
-    if calibration_rows is not None:
-        result = qt.quantize(qt.calibrate({"serving_default": calibration_rows}))
-    else:
-        result = qt.quantize()
+    calibration = qt.calibrate({"serving_default": calibration_rows}) if calibration_rows is not None else None
+    # its own size report goes to stdout; edgeify's report has the sizes
+    result = qt.quantize(calibration, enable_progress_report=log.isEnabledFor(logging.DEBUG))
     with written_atomically(out) as tmp:
         result.export_model(tmp, overwrite=True)
 
@@ -289,10 +307,10 @@ class TfliteBackend:
         seq_len = int(next(iter(sample.values())).shape[1])
         kwargs = {n: torch.from_numpy(sample[n][:1]) for n in family.onnx_inputs}
         out = out_dir / f"model.fp32.seq{seq_len}.tflite"
-        with torch.no_grad():
+        with torch.no_grad(), _converter_progress(log.isEnabledFor(logging.DEBUG)):
             edge = litert_torch.convert(_wrapper(model, family), sample_args=(), sample_kwargs=kwargs)
-        with written_atomically(out) as tmp:
-            edge.export(tmp)
+            with written_atomically(out) as tmp:
+                edge.export(tmp)
         probe = {n: sample[n][:PROBE_ROWS] for n in family.onnx_inputs}
         return _artifact(out, "fp32", None, probe, {"converter": "litert-torch", "input_shape": [1, seq_len]})
 
