@@ -130,6 +130,22 @@ def edgeify_int8_run(args, fmt: str, work: Path, model_dir: Path) -> tuple[dict,
     return rep, values, paths
 
 
+def pipeline_data(args, model_dir: Path, n_calibration: int = 128, n_eval: int | None = None,
+                  n_wanted: int | None = None):
+    """The model and the same examples and split the pipeline used: (loaded, prepared data)."""
+    from edgeify.calibration.datasets import load_examples, prepare
+    from edgeify.families import loader
+
+    loaded = loader.load_local(model_dir)
+    n_eval = args.n_eval if n_eval is None else n_eval
+    examples = load_examples(loaded.family, args.data or "synthetic", synthetic_default=True,
+                             n_wanted=n_wanted or n_eval + n_calibration, text_column=args.text_column,
+                             label_column=args.label_column)
+    data = prepare(loaded.family, loaded.tokenizer, loaded.model.config.id2label, *examples,
+                   seq_len=args.seq_len, n_calibration=n_calibration, n_eval=n_eval)
+    return loaded, data
+
+
 def header(args, model_dir: Path, family, rep: dict) -> list[str]:
     """The lines every result table starts with: what was measured, and how."""
     return [
@@ -154,7 +170,6 @@ def main() -> int:
     args = common_args(__doc__, seconds=5.0).parse_args()
 
     import edgeify
-    from edgeify.calibration.datasets import load_examples, prepare
     from edgeify.evaluate import evaluate
     from edgeify.families import loader
     from edgeify.runtimes import open_runner
@@ -174,13 +189,7 @@ def main() -> int:
     family = loader.peek_family(str(model_dir))
     naive_fp32, naive_int8 = naive_export(model_dir, family, args.seq_len, work)
 
-    # same examples and split as the pipeline used
-    loaded = loader.load_local(model_dir)
-    examples = load_examples(family, args.data, synthetic_default=True,
-                             n_wanted=args.n_eval + 128, text_column=args.text_column,
-                             label_column=args.label_column)
-    data = prepare(family, loaded.tokenizer, loaded.model.config.id2label, *examples,
-                   seq_len=args.seq_len, n_calibration=128, n_eval=args.n_eval)
+    _, data = pipeline_data(args, model_dir)
 
     rows = {"pytorch fp32 eager": (out / "pytorch", rep["baseline"]["metric"]["value"])}
     for a in rep["artifacts"]:

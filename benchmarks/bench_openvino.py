@@ -19,7 +19,7 @@ import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_onnx import build_shape, common_args, edgeify_int8_run, header, machine, save_result  # noqa: E402
+from bench_onnx import build_shape, common_args, edgeify_int8_run, header, machine, pipeline_data, save_result  # noqa: E402
 
 warnings.filterwarnings("ignore")
 
@@ -59,15 +59,8 @@ def main() -> int:
                  ("x86-avx2: OpenVINO fp16 weights (runs f32)", "fp16", AVX2_ENV + dyn),
                  ("x86-avx2: OpenVINO int8", "int8", AVX2_ENV + dyn)]
 
-    from edgeify.calibration.datasets import load_examples, prepare
-    from edgeify.families import loader
-
-    loaded = loader.load_local(model_dir)
+    loaded, data = pipeline_data(args, model_dir, n_calibration=8, n_eval=16, n_wanted=200)
     family = loaded.family
-    examples = load_examples(family, args.data or "synthetic", synthetic_default=True, n_wanted=200,
-                             text_column=args.text_column, label_column=args.label_column)
-    data = prepare(family, loaded.tokenizer, loaded.model.config.id2label, *examples,
-                   seq_len=args.seq_len, n_calibration=8, n_eval=16)
     feeds = data.evaluation.rows(0, 1)
 
     lat: dict[str, list[float]] = {label: [] for label, _, _ in runs}

@@ -23,7 +23,7 @@ import warnings
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
-from bench_onnx import build_shape, common_args, edgeify_int8_run, header, machine, save_result  # noqa: E402
+from bench_onnx import build_shape, common_args, edgeify_int8_run, header, machine, pipeline_data, save_result  # noqa: E402
 
 warnings.filterwarnings("ignore")
 
@@ -62,9 +62,7 @@ def accuracy_on(python: str, model: Path, batch, threads: int) -> float:
 def main() -> int:
     args = common_args(__doc__, seconds=4.0).parse_args()
 
-    from edgeify.calibration.datasets import load_examples, prepare
     from edgeify.evaluate import evaluate
-    from edgeify.families import loader
     from edgeify.runtimes import open_runner
     from edgeify.runtimes.tflite_runner import check_runtimes
     from edgeify.targets import local
@@ -78,13 +76,8 @@ def main() -> int:
     on_pi = {a["precision"]: [r for r in a["notes"].get("runtimes", []) if r["runtime"].startswith("tflite-runtime")]
              for a in rep["artifacts"]}
 
-    loaded = loader.load_local(model_dir)
+    loaded, data = pipeline_data(args, model_dir)
     family = loaded.family
-    examples = load_examples(family, args.data or "synthetic", synthetic_default=True,
-                             n_wanted=args.n_eval + 128, text_column=args.text_column,
-                             label_column=args.label_column)
-    data = prepare(family, loaded.tokenizer, loaded.model.config.id2label, *examples,
-                   seq_len=args.seq_len, n_calibration=128, n_eval=args.n_eval)
     paths["plain"] = plain_recipe(paths["fp32"], work / "plain.dynamic_wi8_afp32.tflite")
     values["plain"] = evaluate(open_runner(paths["plain"], args.threads), data.evaluation, family.task).value
     probe = {n: data.calibration.inputs[n][:4] for n in family.onnx_inputs}

@@ -118,23 +118,15 @@ def _wrapper(model, family):
     return Logits().eval()
 
 
-def op_inventory(path: Path) -> dict[str, dict]:
-    """Every builtin/custom op in the file with its version(s) and how often it is used.
+def describe(path: Path) -> tuple[dict[str, dict], dict[str, int]]:
+    """Every builtin/custom op in the file with its version(s) and how often it is used, and
+    the constant tensors' element counts by type (what ended up int8 / fp16), from one read
+    of the file (it can be ~100 MB).
 
-    These are the versions as written in the file. ai-edge-quantizer does not raise them
-    for quantized ops (int8 BATCH_MATMUL stays version 1, per-channel dynamic-range
+    The op versions are as written in the file. ai-edge-quantizer does not raise them for
+    quantized ops (int8 BATCH_MATMUL stays version 1, per-channel dynamic-range
     FULLY_CONNECTED version 5), so an old runtime may accept a file it then computes
     wrongly: that is why every artifact is also run on each runtime at hand."""
-    return _ops(*_flatbuffer(path))
-
-
-def _quantized_tensor_types(path: Path) -> dict[str, int]:
-    """Constant tensors by element type: shows what ended up int8 / fp16."""
-    return _constant_types(*_flatbuffer(path))
-
-
-def describe(path: Path) -> tuple[dict[str, dict], dict[str, int]]:
-    """op_inventory and _quantized_tensor_types from one read of the file (it can be ~100 MB)."""
     schema, model = _flatbuffer(path)
     return _ops(schema, model), _constant_types(schema, model)
 
@@ -217,7 +209,7 @@ def make_fp16(fp32: Artifact, family, calibration, config: Fp16Weights, out: Pat
     _quantize(fp32.path, out, _recipe(lambda m: m.add_weight_only_config(
         regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED, num_bits=16,
         algorithm_key=algorithm_manager.AlgorithmName.FLOAT_CASTING)))
-    return _artifact(out, "fp16", config, _probe_rows(calibration, family))
+    return _artifact(out, "fp16", config, _probe_rows(calibration.inputs, family))
 
 
 def quantize_dynamic(fp32: Artifact, family, calibration, config: DynamicInt8, out: Path,
@@ -231,7 +223,7 @@ def quantize_dynamic(fp32: Artifact, family, calibration, config: DynamicInt8, o
             m.add_dynamic_config(regex=".*", operation_name=qtyping.TFLOperationName[op], num_bits=8,
                                  granularity=qtyping.QuantGranularity[config.granularity])
     _quantize(fp32.path, out, _recipe(add))
-    return _artifact(out, "int8-dynamic", config, _probe_rows(calibration, family), {"int8_ops": ops})
+    return _artifact(out, "int8-dynamic", config, _probe_rows(calibration.inputs, family), {"int8_ops": ops})
 
 
 def quantize_static(fp32: Artifact, family, calibration, config: StaticInt8, out: Path,
@@ -252,7 +244,7 @@ def quantize_static(fp32: Artifact, family, calibration, config: StaticInt8, out
             m.add_dynamic_config(regex=".*", operation_name=qtyping.TFLOperationName[op], num_bits=8,
                                  granularity=qtyping.QuantGranularity.TENSORWISE)
     _quantize(fp32.path, out, _recipe(add), rows)
-    return _artifact(out, "int8-static", config, _probe_rows(calibration, family),
+    return _artifact(out, "int8-static", config, _probe_rows(calibration.inputs, family),
                      {"int8_ops": ops + tables, "n_calibration": len(rows)})
 
 
@@ -285,8 +277,8 @@ def _difference(check: dict) -> str:
 PROBE_ROWS = 32  # samples run on every runtime to compare results (enough for argmax agreement)
 
 
-def _probe_rows(calibration, family) -> dict[str, np.ndarray]:
-    return {n: calibration.inputs[n][:PROBE_ROWS] for n in family.onnx_inputs}
+def _probe_rows(inputs: dict[str, np.ndarray], family) -> dict[str, np.ndarray]:
+    return {n: inputs[n][:PROBE_ROWS] for n in family.onnx_inputs}
 
 
 HANDLERS = {Fp16Weights: make_fp16, DynamicInt8: quantize_dynamic, StaticInt8: quantize_static}
@@ -311,8 +303,7 @@ class TfliteBackend:
             edge = litert_torch.convert(_wrapper(model, family), sample_args=(), sample_kwargs=kwargs)
             with written_atomically(out) as tmp:
                 edge.export(tmp)
-        probe = {n: sample[n][:PROBE_ROWS] for n in family.onnx_inputs}
-        return _artifact(out, "fp32", None, probe, {"converter": "litert-torch", "input_shape": [1, seq_len]})
+        return _artifact(out, "fp32", None, _probe_rows(sample, family), {"converter": "litert-torch", "input_shape": [1, seq_len]})
 
     def quantize(self, fp32: Artifact, family, calibration, config, out_dir: Path,
                  validation: Validation | None = None) -> Artifact:

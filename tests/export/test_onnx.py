@@ -66,15 +66,27 @@ class Exported:
         self.family, self.model, self.tokenizer = loaded.family, loaded.model, loaded.tokenizer
 
 
-@pytest.fixture(scope="module", params=FAMILIES)
-def exported(request, starter_dir, tmp_path_factory):
+def starter_exports(starter_dir, tmp_path_factory, label: str, export, seq_len: int = 16):
+    """family name -> Exported: its starter exported once with export(model, family, sample,
+    out_dir), the sample being 4 real texts at seq_len tokens. Shared by the format tests."""
     from edgeify.families.loader import load_local
 
-    loaded = load_local(starter_dir(request.param))
-    out = tmp_path_factory.mktemp(f"onnx-{request.param}")
-    sample = encode(loaded.family, loaded.tokenizer, real_texts(loaded.family.task), 4, 16)
-    art = OnnxBackend().export(loaded.model, loaded.family, sample, out)
-    return Exported(loaded, art, out)
+    done: dict[str, Exported] = {}
+
+    def get(name: str) -> Exported:
+        if name not in done:
+            loaded = load_local(starter_dir(name))
+            out = tmp_path_factory.mktemp(f"{label}-{name}")
+            sample = encode(loaded.family, loaded.tokenizer, real_texts(loaded.family.task), 4, seq_len)
+            done[name] = Exported(loaded, export(loaded.model, loaded.family, sample, out), out)
+        return done[name]
+
+    return get
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def exported(request, starter_dir, tmp_path_factory):
+    return starter_exports(starter_dir, tmp_path_factory, "onnx", OnnxBackend().export)(request.param)
 
 
 def test_backend_registry():

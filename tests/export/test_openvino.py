@@ -11,7 +11,7 @@ import pytest
 pytest.importorskip("openvino")
 pytest.importorskip("nncf")
 
-from test_onnx import EVAL_SEED, encode, real_texts, torch_logits  # same folder
+from test_onnx import EVAL_SEED, encode, real_texts, starter_exports, torch_logits  # same folder
 
 from edgeify import families
 from edgeify.calibration import synthetic
@@ -45,29 +45,10 @@ def _bin(art):
     return art.path.with_suffix(".bin")
 
 
-class Exported:
-    def __init__(self, loaded, artifact, out_dir):
-        self.loaded, self.artifact, self.out_dir = loaded, artifact, out_dir
-        self.family, self.model, self.tokenizer = loaded.family, loaded.model, loaded.tokenizer
-
-
 @pytest.fixture(scope="module")
 def ov_export(starter_dir, tmp_path_factory):
     """family name -> its starter exported to OpenVINO IR, once per module."""
-    from edgeify.families.loader import load_local
-
-    done: dict[str, Exported] = {}
-
-    def get(name: str) -> Exported:
-        if name not in done:
-            loaded = load_local(starter_dir(name))
-            out = tmp_path_factory.mktemp(f"openvino-{name}")
-            sample = encode(loaded.family, loaded.tokenizer, real_texts(loaded.family.task), 4, 16)
-            art = OpenVinoBackend().export(loaded.model, loaded.family, sample, out)
-            done[name] = Exported(loaded, art, out)
-        return done[name]
-
-    return get
+    return starter_exports(starter_dir, tmp_path_factory, "openvino", OpenVinoBackend().export)
 
 
 @pytest.fixture(scope="module", params=FAMILIES)

@@ -15,14 +15,14 @@ pytest.importorskip("litert_torch")
 pytest.importorskip("ai_edge_litert")
 pytest.importorskip("ai_edge_quantizer")
 
-from test_onnx import encode, real_texts, torch_logits  # same folder
+from test_onnx import encode, real_texts, starter_exports, torch_logits  # same folder
 
 from edgeify import families
 from edgeify.calibration.tokenize import Batch, encode_classification, encode_language_model
 from edgeify.errors import EdgeifyError
 from edgeify.export import config_record, get_backend
 from edgeify.export.tflite import (
-    DynamicInt8, Fp16Weights, StaticInt8, TfliteBackend, _family_ops, _quantized_tensor_types, op_inventory)
+    DynamicInt8, Fp16Weights, StaticInt8, TfliteBackend, _family_ops, describe)
 from edgeify.families import CAUSAL_LM
 from edgeify.runtimes import input_names, open_runner
 from edgeify.runtimes.tflite_runner import PYTHONS_ENV, TfliteRunner, check_runtimes
@@ -38,31 +38,15 @@ def _no_other_pythons(monkeypatch):
     monkeypatch.delenv(PYTHONS_ENV, raising=False)
 
 
-class Exported:
-    def __init__(self, loaded, artifact, out_dir):
-        self.loaded, self.artifact, self.out_dir = loaded, artifact, out_dir
-        self.family, self.model, self.tokenizer = loaded.family, loaded.model, loaded.tokenizer
-
-
 @pytest.fixture(scope="module")
 def tfl_export(starter_dir, tmp_path_factory):
     """family name -> its starter exported to TFLite at SEQ tokens, once per module."""
-    from edgeify.families.loader import load_local
+    def export(model, family, sample, out):
+        with pytest.MonkeyPatch.context() as mp:
+            mp.delenv(PYTHONS_ENV, raising=False)
+            return TfliteBackend().export(model, family, sample, out)
 
-    done: dict[str, Exported] = {}
-
-    def get(name: str) -> Exported:
-        if name not in done:
-            loaded = load_local(starter_dir(name))
-            out = tmp_path_factory.mktemp(f"tflite-{name}")
-            sample = encode(loaded.family, loaded.tokenizer, real_texts(loaded.family.task), 4, SEQ)
-            with pytest.MonkeyPatch.context() as mp:
-                mp.delenv(PYTHONS_ENV, raising=False)
-                art = TfliteBackend().export(loaded.model, loaded.family, sample, out)
-            done[name] = Exported(loaded, art, out)
-        return done[name]
-
-    return get
+    return starter_exports(starter_dir, tmp_path_factory, "tflite", export, SEQ)
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
@@ -175,12 +159,13 @@ def test_export_files_and_notes(exported):
     assert art.internal == {}
     notes = art.notes
     assert notes["converter"] == "litert-torch" and notes["input_shape"] == [1, SEQ]
-    assert notes["ops"] == {k: v["versions"] for k, v in op_inventory(art.path).items()}
+    ops, constants = describe(art.path)
+    assert notes["ops"] == {k: v["versions"] for k, v in ops.items()}
     assert {"FULLY_CONNECTED", "BATCH_MATMUL", "SOFTMAX"} <= set(notes["ops"])
     assert all(isinstance(v, int) and v >= 1 for versions in notes["ops"].values() for v in versions)
     assert "QUANTIZE" not in notes["ops"] and "DEQUANTIZE" not in notes["ops"]
     types = notes["constant_elements_by_type"]
-    assert types == _quantized_tensor_types(art.path)
+    assert types == constants
     assert types["FLOAT32"] > 0 and not {"FLOAT16", "INT8"} & set(types)
     assert 4 * types["FLOAT32"] <= art.size_bytes  # fp32 weights: 4 bytes per element
     [check] = notes["runtimes"]  # no EDGEIFY_TFLITE_PYTHONS: this Python's runtime only
@@ -193,7 +178,7 @@ def test_export_files_and_notes(exported):
 def test_no_gather_nd(exported):
     """GATHER_ND version 5 (what transformers' own 2D -> 4D mask code lowers to) does not
     load on tflite-runtime 2.14: "Didn't find op for builtin opcode 'GATHER_ND' version '5'"."""
-    ops = op_inventory(exported.artifact.path)
+    ops, _ = describe(exported.artifact.path)
     assert "GATHER_ND" not in ops, ops["GATHER_ND"]
 
 
