@@ -83,17 +83,37 @@ def cli():
               help="Timing budget per model, split over the rounds (each round: 10 warm-up runs, then at least 30 timed).")
 @click.option("--bench-rounds", default=3, show_default=True, type=click.IntRange(1),
               help="Interleaved timing rounds; latency is the median over rounds.")
+@click.option("--distill", is_flag=True, help="Distil into a shallower student of the same family "
+              "(every k-th layer of the teacher; KD on soft labels + hidden states) before export.")
+@click.option("--student-layers", type=click.IntRange(1), help="Student depth for --distill [default: half].")
+@click.option("--epochs", default=3, show_default=True, type=click.IntRange(1), help="Epochs of --distill.")
+@click.option("--prune", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
+              help="Remove this fraction of the transformer blocks' parameters (heads, FFN neurons, layers; "
+              "ranked by measured importance), then recover with one epoch of KD.")
+@click.option("--trim-vocab", is_flag=True, help="Keep only the tokens --data needs (identical tokenization "
+              "of that data, checked), shrinking the embeddings.")
+@click.option("--train-samples", default=10000, show_default=True, type=click.IntRange(1),
+              help="Training rows for --distill/--prune (never the evaluation or calibration rows).")
+@click.option("--resume", is_flag=True, help="Continue an interrupted --distill/--prune run from its last "
+              "epoch checkpoint (kept beside the output directory until the run succeeds).")
 @debug_option
 def run_cmd(model, int8, formats, target, data, text_column, label_column, seq_lens, n_calibration,
-            n_eval, max_accuracy_drop, out_dir, force, bench_seconds, bench_rounds, debug):
+            n_eval, max_accuracy_drop, out_dir, force, bench_seconds, bench_rounds, distill, student_layers,
+            epochs, prune, trim_vocab, train_samples, resume, debug):
+    from edgeify import compress
     from edgeify.pipeline import RunConfig, run
+
+    if student_layers and not distill:
+        raise click.UsageError("--student-layers needs --distill")
+    stages = ((compress.Distill(student_layers=student_layers, epochs=epochs),) if distill else ()) + \
+        ((compress.Prune(ratio=prune),) if prune else ()) + ((compress.TrimVocab(),) if trim_vocab else ())
 
     config = RunConfig(model=model, int8=int8, formats=_formats(formats), target=target, data=data,
                        text_column=text_column, label_column=label_column,
                        seq_len=(seq_lens or (128,))[0], extra_seq_lens=tuple(seq_lens[1:]),
                        n_calibration=n_calibration, n_eval=n_eval, out_dir=out_dir, force=force,
                        max_accuracy_drop=max_accuracy_drop, bench_seconds=bench_seconds,
-                       bench_rounds=bench_rounds)
+                       bench_rounds=bench_rounds, compress=stages, n_train=train_samples, resume=resume)
     run(config, log_fn=lambda msg: click.echo(msg, err=False))
 
 
@@ -127,7 +147,7 @@ def targets_cmd(as_json, debug):
 @debug_option
 def eval_cmd(artifact, data, model_dir, text_column, label_column, seq_len, n_eval, threads, debug):
     """Accuracy (or perplexity) of ARTIFACT on --data."""
-    from edgeify.pipeline import eval_artifact
+    from edgeify.artifact import eval_artifact
 
     result = eval_artifact(artifact, data, model_dir=model_dir, text_column=text_column,
                            label_column=label_column, seq_len=seq_len, n_eval=n_eval, threads=threads)
@@ -144,7 +164,7 @@ def eval_cmd(artifact, data, model_dir, text_column, label_column, seq_len, n_ev
 @debug_option
 def bench_cmd(artifact, seq_len, batch, target, threads, seconds, debug):
     """Latency (p50/p90) and peak memory of ARTIFACT on random token ids."""
-    from edgeify.pipeline import bench_artifact
+    from edgeify.artifact import bench_artifact
 
     result = bench_artifact(artifact, seq_len=seq_len, batch=batch, target=target,
                             threads=threads, seconds=seconds)

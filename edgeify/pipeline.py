@@ -16,9 +16,9 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from edgeify import export, report as report_mod, targets
+from edgeify import compress as compress_mod, export, report as report_mod, targets
 from edgeify.calibration.datasets import DEFAULT_N_EVAL, load_examples, prepare
-from edgeify.errors import EdgeifyError, UsageError
+from edgeify.errors import UsageError
 from edgeify.evaluate import evaluate, metric_drop, parity, scorer
 from edgeify.families import loader
 from edgeify.runtimes import open_runner
@@ -51,6 +51,11 @@ class RunConfig:
     # quantizer (OpenVINO) also run it with this bound.
     max_accuracy_drop: float | None = None
     seed: int = 0
+    # compression stages before export (compress.Distill / Prune / TrimVocab configs), run
+    # in compress.ORDER on up to n_train rows that are neither evaluated nor calibrated on
+    compress: tuple = ()
+    n_train: int = 10000
+    resume: bool = False  # continue interrupted compression from its epoch checkpoints
     eval_batch_size: int = 16
     bench_seconds: float = 6.0  # timing budget per artifact, split over the rounds
     bench_rounds: int = 3
@@ -96,7 +101,7 @@ class _Staging:
 
 
 def _entry(fmt: str, precision: str, path: Path, size: int, result, bench: dict, root: Path, seq_len: int,
-           baseline_result=None, baseline_bench=None, config=None, notes=None) -> dict:
+           baseline_result=None, baseline_bench=None, config=None, notes=None, exported_result=None) -> dict:
     entry = {
         "format": fmt, "precision": precision, "path": str(path.relative_to(root)), "seq_len": seq_len,
         "size_bytes": size, "metric": result.as_dict(),
@@ -109,7 +114,8 @@ def _entry(fmt: str, precision: str, path: Path, size: int, result, bench: dict,
     }
     if baseline_result is not None:
         entry["metric_delta"] = round(result.value - baseline_result.value, 4)
-        entry["parity"] = parity(result, baseline_result)
+        # parity is with the PyTorch model that was exported (after compression, if any)
+        entry["parity"] = parity(result, exported_result) if exported_result is not None else None
         entry["speedup_vs_baseline"] = round(baseline_bench["p50"] / bench["p50"], 3)
     if config is not None:
         entry["config"] = config
@@ -191,6 +197,54 @@ def _build_format(backend, model, family, data, config: RunConfig, threads: int,
     return results
 
 
+def _checkpoint_dir(final: Path) -> Path:
+    """Beside the output (not inside its staging dir): it must outlive a failed run."""
+    return final.with_name(f"{final.name}.checkpoints")
+
+
+def _compress(loaded, family, examples, data, config: RunConfig, threads: int, final: Path,
+              out: Path, log_fn) -> tuple:
+    """Run the compression stages; save and evaluate each stage's model.
+
+    Returns [(stage dir, its data)] to time, report rows (no timings yet), the last stage,
+    its data and its evaluation result.
+    """
+    if data.training is None:
+        raise UsageError(f"compression needs training rows beyond the {len(data.evaluation)} evaluated "
+                         f"and {len(data.calibration)} calibration ones; {data.description} has none left")
+    stage_data = compress_mod.StageData(
+        compress_mod.TrainData(data.training.inputs, data.training.labels), [e.text for e in examples[0]])
+    settings = compress_mod.TrainSettings(checkpoint_dir=_checkpoint_dir(final), resume=config.resume,
+                                          seed=config.seed, threads=threads)
+    log_fn(f"[3/5] compressing: {' -> '.join(c.name for c in config.compress)} "
+           f"on {len(data.training)} training rows")
+    try:
+        stages = compress_mod.run_stages(loaded.model, loaded.tokenizer, family, config.compress, stage_data,
+                                         settings, log_fn)
+    except KeyboardInterrupt:
+        if settings.checkpoint_dir.exists():
+            log_fn(f"\ninterrupted: training checkpoints are kept in {settings.checkpoint_dir}; "
+                   "run the same command with --resume to continue from the last finished epoch")
+        raise
+    timed, rows = [], []
+    for i, stage in enumerate(stages, 1):
+        path = out / "compress" / f"{i}-{stage.name}"
+        stage.model.save_pretrained(path)
+        stage.tokenizer.save_pretrained(path)
+        stage_prepared = data if stage.tokenizer is loaded.tokenizer else prepare(
+            family, stage.tokenizer, stage.model.config.id2label, *examples, seq_len=config.seq_len,
+            n_calibration=config.n_calibration, n_eval=config.n_eval, seed=config.seed)
+        result = evaluate(TorchRunner(stage.model, threads, family=family), stage_prepared.evaluation,
+                          family.task, config.eval_batch_size, desc=f"pytorch {stage.name}")
+        timed.append((path, stage_prepared))
+        rows.append({"stage": stage.name, "config": compress_mod.describe(stage.config),
+                     "path": str(path.relative_to(out)), "params": stage.info["after"]["params"],
+                     "embedding_params": stage.info["after"]["embedding_params"],
+                     "size_bytes": sum(p.stat().st_size for p in path.glob("*.safetensors")),
+                     "metric": result.as_dict(), "info": stage.info})
+    return timed, rows, stages[-1], timed[-1][1], result
+
+
 def run(config: RunConfig, log_fn: Callable[[str], None] = print) -> dict:
     target = targets.get(config.target)
     # a device we cannot time from here is run with this host's threads, and says so
@@ -218,14 +272,16 @@ def run(config: RunConfig, log_fn: Callable[[str], None] = print) -> dict:
 
     log_fn("[2/5] reading data")
     if examples is None:
-        n_wanted = (config.n_eval or DEFAULT_N_EVAL[family.task]) + config.n_calibration
+        n_wanted = (config.n_eval or DEFAULT_N_EVAL[family.task]) + config.n_calibration + \
+            (config.n_train if config.compress else 0)
         examples = load_examples(family, config.data, synthetic_default=loaded.source == "starter",
                                  n_wanted=n_wanted, text_column=config.text_column,
                                  label_column=config.label_column)
     lengths = _lengths(config, backends, log_fn)
     datas = {n: prepare(family, loaded.tokenizer, loaded.model.config.id2label, *examples,
                         seq_len=n, n_calibration=config.n_calibration, n_eval=config.n_eval,
-                        seed=config.seed) for n in lengths}
+                        seed=config.seed, n_train=config.n_train if config.compress and n == config.seq_len else 0)
+             for n in lengths}
     data = datas[config.seq_len]
     log_fn(f"      {data.description}: {len(data.evaluation)} eval / {len(data.calibration)} calibration")
     with _Staging(final) as out:
@@ -242,12 +298,27 @@ def run(config: RunConfig, log_fn: Callable[[str], None] = print) -> dict:
         base_result = base_results[config.seq_len]
         base_size = sum(p.stat().st_size for p in base_dir.glob("*.safetensors")) or \
             sum(p.stat().st_size for p in base_dir.glob("*.bin"))
+        # what gets exported: the model after the compression stages, with its tokenizer's ids
+        model, art_datas, stage_timed, stage_rows = loaded.model, datas, [], []
+        exported_results = base_results
+        if config.compress:
+            stage_timed, stage_rows, last, last_data, last_result = _compress(
+                loaded, family, examples, data, config, threads, final, out, log_fn)
+            # exported artifacts are checked against the compressed model, at its length only
+            exported_results = {config.seq_len: last_result}
+            model = last.model
+            if last.tokenizer is not loaded.tokenizer:  # --trim-vocab: same text, new ids
+                art_datas = {n: last_data if n == config.seq_len else prepare(
+                    family, last.tokenizer, model.config.id2label, *examples, seq_len=n,
+                    n_calibration=config.n_calibration, n_eval=config.n_eval, seed=config.seed)
+                    for n in lengths}
 
         # For accuracy-controlled quantization: the same evaluation set and metric as the
         # report, as a higher-is-better score (see evaluate.scorer).
         validation = export.Validation(
-            n_items=len(data.evaluation),
-            score=scorer(data.evaluation, family.task, base_result.value, config.eval_batch_size),
+            n_items=len(art_datas[config.seq_len].evaluation),
+            score=scorer(art_datas[config.seq_len].evaluation, family.task, base_result.value,
+                         config.eval_batch_size),
             unit="accuracy points" if family.metric == "accuracy" else "% perplexity")
         evaluated = []  # (artifact, result, seq_len) per format and length, in order
         for backend in backends:
@@ -255,30 +326,36 @@ def run(config: RunConfig, log_fn: Callable[[str], None] = print) -> dict:
             fmt_dir.mkdir()
             for n in (lengths if backend.static_shapes else (config.seq_len,)):
                 evaluated += [(art, result, n) for art, result in _build_format(
-                    backend, loaded.model, family, datas[n], config, threads, fmt_dir,
+                    backend, model, family, art_datas[n], config, threads, fmt_dir,
                     validation if n == config.seq_len else None, log_fn)]
 
-        log_fn(f"[5/5] timing {len(evaluated) + len(lengths)} models at batch 1, "
+        log_fn(f"[5/5] timing {len(evaluated) + len(lengths) + len(stage_timed)} models at batch 1, "
                f"seq {'/'.join(map(str, lengths))}, {threads} threads, {config.bench_rounds} interleaved rounds"
                + ("" if target.measured else f" on this host (not on {target.name})"))
         from tqdm.auto import tqdm
 
-        runs = [(base_dir, n) for n in lengths] + [(art.path, n) for art, _, n in evaluated]
+        runs = ([(base_dir, datas[n]) for n in lengths] + [(path, d) for path, d in stage_timed]
+                + [(art.path, art_datas[n]) for art, _, n in evaluated])
         with tqdm(total=len(runs) * config.bench_rounds, desc="timing", unit="run",
                   leave=False, mininterval=1.0) as bar:
             timings = local.measure_interleaved(
-                [path for path, _ in runs], [datas[n].evaluation.rows(0, 1) for _, n in runs],
+                [path for path, _ in runs], [d.evaluation.rows(0, 1) for _, d in runs],
                 threads, rounds=config.bench_rounds,
                 seconds_per_round=config.bench_seconds / max(1, config.bench_rounds), progress=bar,
                 env=target.env)
         for t in timings:
             t["on_target"] = target.measured
         base_benches = dict(zip(lengths, timings))
-        timings = timings[len(lengths):]
+        stage_benches, timings = timings[len(lengths):len(lengths) + len(stage_timed)], \
+            timings[len(lengths) + len(stage_timed):]
+        for row, bench in zip(stage_rows, stage_benches):
+            row["latency_ms"] = {"p50": bench["p50"], "p90": bench["p90"], "rounds_p50": bench.get("rounds_p50")}
+            row["speedup_vs_baseline"] = round(base_benches[config.seq_len]["p50"] / bench["p50"], 3)
+            row["metric_delta"] = round(row["metric"]["value"] - base_result.value, 4)
         baselines = {n: _entry("pytorch", "fp32", base_dir, base_size, base_results[n], base_benches[n], out, n)
                      for n in lengths}
         entries = [_entry(art.format, art.precision, art.path, art.size_bytes, result, bench, out, n,
-                          base_results[n], base_benches[n], art.config, art.notes)
+                          base_results[n], base_benches[n], art.config, art.notes, exported_results.get(n))
                    for (art, result, n), bench in zip(evaluated, timings)]
         for entry in entries:
             reason = target.refusal(entry["format"], entry.get("notes", {}))
@@ -295,7 +372,7 @@ def run(config: RunConfig, log_fn: Callable[[str], None] = print) -> dict:
         rep = {
             "edgeify_version": versions.get("edgeify", "unknown"),
             "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "config": asdict(config),
+            "config": {**asdict(config), "compress": [compress_mod.describe(c) for c in config.compress]},
             "model": {"id": loaded.model_id, "family": family.name, "task": family.task,
                       "params": loaded.params, "source": loaded.source,
                       **({"starter": loaded.starter} if loaded.starter else {})},
@@ -310,74 +387,16 @@ def run(config: RunConfig, log_fn: Callable[[str], None] = print) -> dict:
             "baseline": baselines[config.seq_len],
             # PyTorch at the other --seq-len values, the reference for artifacts of that length
             "other_baselines": [baselines[n] for n in lengths[1:]],
+            # each compression stage's PyTorch model: what every stage bought
+            "stages": stage_rows,
             "artifacts": entries,
             "selection": selection,
             "versions": versions,
         }
         report_mod.write(rep, out)
+    shutil.rmtree(_checkpoint_dir(final), ignore_errors=True)  # the run is complete: nothing to resume
     rep["output_dir"] = str(final)
     log_fn("")
     log_fn(report_mod.terminal_table(rep))
     log_fn(f"\nreport: {final / 'report.md'}")
     return rep
-
-
-def _reference_dir(artifact: Path, given: str | None) -> Path:
-    """Tokenizer and labels for an artifact: --model-dir, or the run's pytorch/ dir."""
-    if given:
-        return Path(given)
-    for cand in (artifact, artifact.parent / "pytorch", artifact.parent.parent / "pytorch"):
-        if cand.is_dir() and (cand / "config.json").exists():
-            return cand
-    raise UsageError(f"cannot find the tokenizer for {artifact}; pass --model-dir with the "
-                     "model directory (e.g. the run's pytorch/ folder)")
-
-
-def eval_artifact(artifact: str | Path, data: str, *, model_dir: str | None = None,
-                  text_column: str | None = None, label_column: str | None = None,
-                  seq_len: int = 128, n_eval: int | None = None, threads: int | None = None) -> dict:
-    """Accuracy or perplexity of one artifact on a data file (`edgeify eval`)."""
-    from transformers import AutoConfig, AutoTokenizer
-
-    from edgeify import families
-
-    artifact = Path(artifact)
-    runner = open_runner(artifact, threads or targets.get("host").threads)
-    ref = _reference_dir(artifact, model_dir)
-    config = AutoConfig.from_pretrained(ref)
-    family = families.for_model_type(config.model_type)
-    tokenizer = AutoTokenizer.from_pretrained(ref)
-    examples, desc = load_examples(family, data, synthetic_default=False, n_wanted=0,
-                                   text_column=text_column, label_column=label_column)
-    # no calibration set is needed here: all samples but one are evaluated
-    prepared = prepare(family, tokenizer, config.id2label, examples, desc, seq_len=seq_len,
-                       n_calibration=1, n_eval=n_eval or len(examples))
-    result = evaluate(runner, prepared.evaluation, family.task)
-    return {"artifact": str(artifact), "data": desc, "metric": result.as_dict(),
-            "runtime": runner.runtime}
-
-
-def bench_artifact(artifact: str | Path, *, seq_len: int = 128, batch: int = 1, target: str = "host",
-                   threads: int | None = None, seconds: float = 6.0) -> dict:
-    """Latency and peak memory of one artifact on random token ids (`edgeify bench`)."""
-    import numpy as np
-
-    from edgeify.runtimes import input_names
-
-    tgt = targets.get(target)
-    fmt = {".onnx": "onnx", ".xml": "openvino", ".tflite": "tflite"}.get(Path(artifact).suffix)
-    if fmt is not None:
-        tgt.check_format(fmt)
-    if fmt == "tflite" and tgt.tflite_runtime and Path(artifact).is_file():
-        from edgeify.export.tflite import op_notes
-
-        reason = tgt.refusal(fmt, op_notes(Path(artifact)))
-        if reason:
-            raise EdgeifyError(f"target {tgt.name!r} refuses {artifact}: {reason}")
-    names = input_names(Path(artifact))
-    ids = np.random.default_rng(0).integers(5, 100, size=(batch, seq_len), dtype=np.int64)
-    fill = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
-    feeds = {n: fill.get(n, np.zeros_like(ids)) for n in names}
-    host_threads = tgt.threads if tgt.measured else targets.get("host").threads
-    result = local.measure(artifact, feeds, threads or host_threads, max_seconds=seconds, env=tgt.env)
-    return {"artifact": str(artifact), "target": tgt.name, "measured": tgt.measured, **result}

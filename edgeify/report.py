@@ -25,12 +25,23 @@ def _fmt(value, digits=2) -> str:
     return "-" if value is None else f"{value:.{digits}f}"
 
 
+def _stage_row(stage: dict) -> dict:
+    lat = stage.get("latency_ms") or {}
+    return {"artifact": f"pytorch {stage['stage']}", "ran": "fp32", "metric": _fmt(stage["metric"]["value"]),
+            "delta": f"{stage['metric_delta']:+.2f}", "p50": _fmt(lat.get("p50")), "p90": _fmt(lat.get("p90")),
+            "speedup": f"{stage['speedup_vs_baseline']:.2f}x", "size": f"{stage['size_bytes'] / 2**20:.1f}",
+            "params": f"{stage['params'] / 1e6:.2f}", "rss": "-", "parity": ""}
+
+
 def rows(report: dict) -> list[dict]:
-    """Baselines first, then artifacts; the fields the tables show. Rows at another
-    --seq-len than the main one say so, and are compared with PyTorch at that length."""
+    """Baselines first, then each compression stage's PyTorch model, then artifacts; the
+    fields the tables show. Rows at another --seq-len than the main one say so, and are
+    compared with PyTorch at that length."""
     out = []
     bases = [report["baseline"], *report.get("other_baselines", [])]
     main_len = report["baseline"].get("seq_len")
+    stages = report.get("stages") or []
+    exported = stages[-1]["params"] if stages else report["model"]["params"]
     for entry in [*bases, *report["artifacts"]]:
         lat = entry.get("latency_ms") or {}
         par = entry.get("parity") or {}
@@ -46,18 +57,19 @@ def rows(report: dict) -> list[dict]:
             "speedup": "1.00x" if base else (f"{entry['speedup_vs_baseline']:.2f}x"
                                                        if entry.get("speedup_vs_baseline") else "-"),
             "size": f"{entry['size_bytes'] / 2**20:.1f}",
+            "params": f"{(report['model']['params'] if base else exported) / 1e6:.2f}",
             "rss": _fmt(entry.get("peak_rss_mb"), 0),
             "parity": "" if base else (f"{par.get('max_abs_diff', float('nan')):.2g} / "
                                                 f"{par.get('argmax_agreement_pct', float('nan')):.1f}%"),
         })
-    return out
+    return out[:len(bases)] + [_stage_row(s) for s in stages] + out[len(bases):]
 
 
 def _headers(report: dict) -> dict[str, str]:
     metric = report["baseline"]["metric"]["name"]
     delta = "Δ pts" if metric == "accuracy" else "Δ %"
     return {"artifact": "artifact", "ran": "ran as", "metric": metric, "delta": delta, "p50": "p50 ms",
-            "p90": "p90 ms", "speedup": "speed-up", "size": "size MB", "rss": "peak RSS MB",
+            "p90": "p90 ms", "speedup": "speed-up", "size": "size MB", "params": "params M", "rss": "peak RSS MB",
             "parity": "max|Δlogit| / argmax agree"}
 
 
@@ -101,6 +113,19 @@ def markdown(report: dict) -> str:
             lines += [f"> **{a['path']}** refused by target `{t['name']}`: {a['refused']}", ""]
         elif a.get("notes", {}).get("warning"):
             lines += [f"> **{a['path']}**: {a['notes']['warning']}", ""]
+    stages = report.get("stages") or []
+    if stages:
+        lines += ["## Compression stages", "",
+                  "Each stage's PyTorch model, evaluated and timed beside the original (the first "
+                  "baseline row); the last one is what was exported.", ""]
+        for s in stages:
+            before, after = s["info"]["before"], s["info"]["after"]
+            lines.append(f"- **{s['stage']}** → `{s['path']}`: {before['params']:,} → {after['params']:,} "
+                         f"parameters (embeddings {before['embedding_params']:,} → {after['embedding_params']:,}); "
+                         f"config `{json.dumps(s['config'])}`")
+            details = {k: v for k, v in s["info"].items() if k not in ("before", "after")}
+            lines.append(f"  - `{json.dumps(details, default=str)}`")
+        lines.append("")
     lines += ["## Artifacts", ""]
     for a in report["artifacts"]:
         lines.append(f"- `{a['path']}` ({a['format']} {a['precision']}): config `{json.dumps(a['config'])}`")

@@ -21,6 +21,8 @@ class Prepared:
     evaluation: Batch
     description: str
     labels: dict[int, str] | None
+    # the rows neither evaluated nor calibrated on (up to n_train), for compress/ training
+    training: Batch | None = None
 
 
 def read_hub(spec: str, needs_labels: bool, text_column: str | None,
@@ -83,8 +85,8 @@ def load_examples(family, data: str | None, *, synthetic_default: bool, n_wanted
 
 def prepare(family, tokenizer, id2label: dict | None, examples: list[Example], desc: str, *,
             seq_len: int, n_calibration: int, n_eval: int | None,
-            seed: int = DEFAULT_SEED) -> Prepared:
-    """Tokenize and split: evaluation and calibration sets never overlap."""
+            seed: int = DEFAULT_SEED, n_train: int = 0) -> Prepared:
+    """Tokenize and split: evaluation, calibration and training sets never overlap."""
     task = family.task
     n_eval = n_eval or DEFAULT_N_EVAL[task]
     if task == CAUSAL_LM:
@@ -94,7 +96,8 @@ def prepare(family, tokenizer, id2label: dict | None, examples: list[Example], d
                              f"({len(windows)} found); give more text or a smaller --seq-len")
         split = split_examples(list(range(len(windows))), n_calibration, n_eval, seed)
         pick = lambda idx: Batch({k: v[idx] for k, v in windows.inputs.items()})  # noqa: E731
-        return Prepared(pick(split.calibration), pick(split.evaluation), desc, None)
+        training = pick(split.rest[:n_train]) if n_train and split.rest else None
+        return Prepared(pick(split.calibration), pick(split.evaluation), desc, None, training)
 
     id2label = {int(k): v for k, v in (id2label or {}).items()}
     ids = map_labels(examples, id2label, desc)
@@ -104,4 +107,8 @@ def prepare(family, tokenizer, id2label: dict | None, examples: list[Example], d
     def encode(items):
         return encode_classification(tokenizer, [t for t, _ in items], [lab for _, lab in items],
                                      seq_len, family.onnx_inputs)
-    return Prepared(encode(split.calibration), encode(split.evaluation), desc, id2label)
+    # verbatim copies of held-out texts (retweets, say) would leak them into training
+    held_out = {t for t, _ in (*split.evaluation, *split.calibration)}
+    rest = [pair for pair in split.rest if pair[0] not in held_out][:n_train]
+    training = encode(rest) if n_train and rest else None
+    return Prepared(encode(split.calibration), encode(split.evaluation), desc, id2label, training)

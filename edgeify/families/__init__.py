@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from edgeify.errors import UsageError
+from edgeify.families.anatomy import SHAPE_KEY, Anatomy
 
 SEQ_CLS = "sequence-classification"
 CAUSAL_LM = "causal-lm"
@@ -39,6 +40,8 @@ class Family:
     default_data: str = ""
     starter_lr: float = 5e-4
     aliases: tuple[str, ...] = ()
+    # where the blocks, heads and FFN neurons live (compress/ cuts them; see anatomy.py)
+    anatomy: Anatomy | None = None
 
     def transformers_classes(self) -> tuple[type, type]:
         import transformers
@@ -47,8 +50,36 @@ class Family:
 
     def load_model(self, path: str, **kwargs: Any):
         """Load with eager attention: onnxruntime fuses Attention only on the eager graph."""
-        _, model_cls = self.transformers_classes()
+        config_cls, model_cls = self.transformers_classes()
+        config = config_cls.from_pretrained(path)
+        if getattr(config, SHAPE_KEY, None) and self.anatomy is not None:
+            return self._load_pruned(path, config, model_cls)
         model = model_cls.from_pretrained(path, attn_implementation="eager", **kwargs)
+        return model.eval()
+
+    def _load_pruned(self, path: str, config, model_cls):
+        """A pruned model: build its narrower shape first, then load the weights strictly."""
+        from pathlib import Path
+
+        from safetensors.torch import load_file
+
+        from edgeify.families.anatomy import build_with_shape
+
+        config._attn_implementation = "eager"
+        model = build_with_shape(model_cls, config, self.anatomy)
+        files = sorted(Path(path).glob("*.safetensors"))
+        if not files:
+            raise OSError(f"{path}: no .safetensors weights for the pruned model")
+        state = {}
+        for f in files:
+            state.update(load_file(str(f)))
+        missing, unexpected = model.load_state_dict(state, strict=False)
+        tied = {k for k in missing if k.endswith("lm_head.weight")}
+        if set(missing) - tied or unexpected:
+            raise OSError(f"{path}: weights do not match the pruned shape "
+                          f"(missing {sorted(set(missing) - tied)[:3]}, unexpected {sorted(unexpected)[:3]})")
+        if tied:
+            model.tie_weights()
         return model.eval()
 
 

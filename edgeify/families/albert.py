@@ -5,6 +5,7 @@ The shared block is why ALBERT is small on disk; the ONNX export must keep it st
 """
 
 from edgeify.families import SEQ_CLS, Family, register
+from edgeify.families.anatomy import Anatomy
 from edgeify.families.electra import ENCODER_INT8_OPS, ENCODER_KEEP_FLOAT
 
 FAMILY = register(Family(
@@ -20,6 +21,13 @@ FAMILY = register(Family(
     int8_ops=ENCODER_INT8_OPS,
     ort_model_type="bert",
     tokenizer_kind="unigram",
+    # A stored block is a layer group (edgeify handles inner_group_num == 1, ALBERT's
+    # default); num_hidden_layers counts applications, num_hidden_groups stored blocks.
+    anatomy=Anatomy(blocks="albert.encoder.albert_layer_groups",
+                    query="albert_layers.0.attention.query", key="albert_layers.0.attention.key",
+                    value="albert_layers.0.attention.value", attn_out="albert_layers.0.attention.dense",
+                    ffn_in="albert_layers.0.ffn", ffn_out="albert_layers.0.ffn_output",
+                    stored_key="num_hidden_groups"),
     default_data="hub:glue@sst2:validation",
     starter_lr=1e-3,
     starter_config=dict(

@@ -1,6 +1,7 @@
 """ELECTRA discriminator fine-tuned for sequence classification."""
 
 from edgeify.families import SEQ_CLS, Family, register
+from edgeify.families.anatomy import Anatomy
 
 # Shared by the BERT-like encoders: what stays float and what int8 may touch.
 ENCODER_KEEP_FLOAT = (
@@ -28,6 +29,10 @@ FAMILY = register(Family(
     int8_ops=ENCODER_INT8_OPS,
     ort_model_type="bert",
     tokenizer_kind="wordpiece",
+    anatomy=Anatomy(blocks="electra.encoder.layer", query="attention.self.query",
+                    key="attention.self.key", value="attention.self.value",
+                    attn_out="attention.output.dense", ffn_in="intermediate.dense",
+                    ffn_out="output.dense"),
     default_data="hub:glue@sst2:validation",
     starter_config=dict(
         vocab_size=2048, embedding_size=96, hidden_size=128, num_hidden_layers=4,

@@ -1,6 +1,7 @@
 """GPT-Neo causal LM: alternating global and local (windowed) attention layers."""
 
 from edgeify.families import CAUSAL_LM, Family, register
+from edgeify.families.anatomy import Anatomy
 
 FAMILY = register(Family(
     name="gpt-neo",
@@ -21,6 +22,10 @@ FAMILY = register(Family(
     # local window mask); LayerNorm/GELU fusion still applies under "gpt2".
     ort_model_type="gpt2",
     tokenizer_kind="bytelevel-bpe",
+    anatomy=Anatomy(blocks="transformer.h", query="attn.attention.q_proj", key="attn.attention.k_proj",
+                    value="attn.attention.v_proj", attn_out="attn.attention.out_proj",
+                    ffn_in="mlp.c_fc", ffn_out="mlp.c_proj", heads_attr="attn.attention.num_heads",
+                    layers_key="num_layers", heads_key="num_heads"),
     default_data="hub:wikitext@wikitext-2-raw-v1:test",
     starter_lr=2e-3,
     starter_config=dict(

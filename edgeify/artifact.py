@@ -1,0 +1,73 @@
+"""`edgeify eval` and `edgeify bench`: one artifact, measured on its own."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from edgeify import targets
+from edgeify.calibration.datasets import load_examples, prepare
+from edgeify.errors import EdgeifyError, UsageError
+from edgeify.evaluate import evaluate
+from edgeify.runtimes import open_runner
+from edgeify.targets import local
+
+
+def _reference_dir(artifact: Path, given: str | None) -> Path:
+    """Tokenizer and labels for an artifact: --model-dir, or the run's pytorch/ dir."""
+    if given:
+        return Path(given)
+    for cand in (artifact, artifact.parent / "pytorch", artifact.parent.parent / "pytorch"):
+        if cand.is_dir() and (cand / "config.json").exists():
+            return cand
+    raise UsageError(f"cannot find the tokenizer for {artifact}; pass --model-dir with the "
+                     "model directory (e.g. the run's pytorch/ folder)")
+
+
+def eval_artifact(artifact: str | Path, data: str, *, model_dir: str | None = None,
+                  text_column: str | None = None, label_column: str | None = None,
+                  seq_len: int = 128, n_eval: int | None = None, threads: int | None = None) -> dict:
+    """Accuracy or perplexity of one artifact on a data file (`edgeify eval`)."""
+    from transformers import AutoConfig, AutoTokenizer
+
+    from edgeify import families
+
+    artifact = Path(artifact)
+    runner = open_runner(artifact, threads or targets.get("host").threads)
+    ref = _reference_dir(artifact, model_dir)
+    config = AutoConfig.from_pretrained(ref)
+    family = families.for_model_type(config.model_type)
+    tokenizer = AutoTokenizer.from_pretrained(ref)
+    examples, desc = load_examples(family, data, synthetic_default=False, n_wanted=0,
+                                   text_column=text_column, label_column=label_column)
+    # no calibration set is needed here: all samples but one are evaluated
+    prepared = prepare(family, tokenizer, config.id2label, examples, desc, seq_len=seq_len,
+                       n_calibration=1, n_eval=n_eval or len(examples))
+    result = evaluate(runner, prepared.evaluation, family.task)
+    return {"artifact": str(artifact), "data": desc, "metric": result.as_dict(),
+            "runtime": runner.runtime}
+
+
+def bench_artifact(artifact: str | Path, *, seq_len: int = 128, batch: int = 1, target: str = "host",
+                   threads: int | None = None, seconds: float = 6.0) -> dict:
+    """Latency and peak memory of one artifact on random token ids (`edgeify bench`)."""
+    import numpy as np
+
+    from edgeify.runtimes import input_names
+
+    tgt = targets.get(target)
+    fmt = {".onnx": "onnx", ".xml": "openvino", ".tflite": "tflite"}.get(Path(artifact).suffix)
+    if fmt is not None:
+        tgt.check_format(fmt)
+    if fmt == "tflite" and tgt.tflite_runtime and Path(artifact).is_file():
+        from edgeify.export.tflite import op_notes
+
+        reason = tgt.refusal(fmt, op_notes(Path(artifact)))
+        if reason:
+            raise EdgeifyError(f"target {tgt.name!r} refuses {artifact}: {reason}")
+    names = input_names(Path(artifact))
+    ids = np.random.default_rng(0).integers(5, 100, size=(batch, seq_len), dtype=np.int64)
+    fill = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
+    feeds = {n: fill.get(n, np.zeros_like(ids)) for n in names}
+    host_threads = tgt.threads if tgt.measured else targets.get("host").threads
+    result = local.measure(artifact, feeds, threads or host_threads, max_seconds=seconds, env=tgt.env)
+    return {"artifact": str(artifact), "target": tgt.name, "measured": tgt.measured, **result}
