@@ -86,6 +86,8 @@ def cli():
 @click.option("--distill", is_flag=True, help="Distil into a shallower student of the same family "
               "(every k-th layer of the teacher; KD on soft labels + hidden states) before export.")
 @click.option("--student-layers", type=click.IntRange(1), help="Student depth for --distill [default: half].")
+@click.option("--student-hidden", type=click.IntRange(1), help="Student hidden size for --distill (a multiple "
+              "of the head size): keeps the most important heads and hidden dims [default: the teacher's].")
 @click.option("--epochs", default=3, show_default=True, type=click.IntRange(1), help="Epochs of --distill.")
 @click.option("--prune", type=click.FloatRange(0.0, 1.0, min_open=True, max_open=True),
               help="Remove this fraction of the transformer blocks' parameters (heads, FFN neurons, layers; "
@@ -99,13 +101,14 @@ def cli():
 @debug_option
 def run_cmd(model, int8, formats, target, data, text_column, label_column, seq_lens, n_calibration,
             n_eval, max_accuracy_drop, out_dir, force, bench_seconds, bench_rounds, distill, student_layers,
-            epochs, prune, trim_vocab, train_samples, resume, debug):
+            student_hidden, epochs, prune, trim_vocab, train_samples, resume, debug):
     from edgeify import compress
     from edgeify.pipeline import RunConfig, run
 
-    if student_layers and not distill:
-        raise click.UsageError("--student-layers needs --distill")
-    stages = ((compress.Distill(student_layers=student_layers, epochs=epochs),) if distill else ()) + \
+    if (student_layers or student_hidden) and not distill:
+        raise click.UsageError("--student-layers and --student-hidden need --distill")
+    stages = ((compress.Distill(student_layers=student_layers, student_hidden=student_hidden, epochs=epochs),)
+              if distill else ()) + \
         ((compress.Prune(ratio=prune),) if prune else ()) + ((compress.TrimVocab(),) if trim_vocab else ())
 
     config = RunConfig(model=model, int8=int8, formats=_formats(formats), target=target, data=data,

@@ -209,9 +209,6 @@ def _compress(loaded, family, examples, data, config: RunConfig, threads: int, f
     Returns [(stage dir, its data)] to time, report rows (no timings yet), the last stage,
     its data and its evaluation result.
     """
-    if data.training is None:
-        raise UsageError(f"compression needs training rows beyond the {len(data.evaluation)} evaluated "
-                         f"and {len(data.calibration)} calibration ones; {data.description} has none left")
     stage_data = compress_mod.StageData(
         compress_mod.TrainData(data.training.inputs, data.training.labels), [e.text for e in examples[0]])
     settings = compress_mod.TrainSettings(checkpoint_dir=_checkpoint_dir(final), resume=config.resume,
@@ -283,7 +280,12 @@ def run(config: RunConfig, log_fn: Callable[[str], None] = print) -> dict:
                         seed=config.seed, n_train=config.n_train if config.compress and n == config.seq_len else 0)
              for n in lengths}
     data = datas[config.seq_len]
-    log_fn(f"      {data.description}: {len(data.evaluation)} eval / {len(data.calibration)} calibration")
+    if config.compress and data.training is None:
+        raise UsageError(f"compression needs training rows beyond the {len(data.evaluation)} evaluated "
+                         f"and {len(data.calibration)} calibration ones; {data.description} has none left "
+                         "(give more data, or a smaller --n-eval / --n-calibration)")
+    log_fn(f"      {data.description}: {len(data.evaluation)} eval / {len(data.calibration)} calibration"
+           + (f" / {len(data.training)} training" if data.training is not None else ""))
     with _Staging(final) as out:
         log_fn("[3/5] PyTorch fp32 baseline: evaluate")
         base_dir = out / "pytorch"

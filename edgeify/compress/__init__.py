@@ -30,6 +30,7 @@ class Distill:
     """A shallower student of the same family, trained to match the teacher."""
 
     student_layers: int | None = None   # None: half the teacher's layers
+    student_hidden: int | None = None   # None: the teacher's width (see compress/width.py)
     epochs: int = 3
     lr: float = 1e-4
     batch_size: int = 32
@@ -110,8 +111,11 @@ def run_stages(model, tokenizer, family, configs, data: StageData, settings: Tra
                log_fn: Callable[[str], None] = print) -> list[Stage]:
     """Apply `configs` in ORDER; each stage's output is the next one's input."""
     configs = sorted(configs, key=lambda c: ORDER.index(type(c)))
-    stages, fp = [], fingerprint(family.name, _param_counts(model), len(data.train), len(data.texts),
-                                 settings.seed)
+    import hashlib
+
+    ids = next(iter(data.train.inputs.values()))
+    stages, fp = [], fingerprint(family.name, model.config.to_dict(), _param_counts(model), settings.seed,
+                                 hashlib.sha256(ids.tobytes()).hexdigest(), len(data.texts))
     for i, config in enumerate(configs, 1):
         fp = fingerprint(fp, describe(config))
         saved = settings.checkpoint_dir / f"{i}-{config.name}" if settings.checkpoint_dir else None

@@ -78,10 +78,19 @@ def _distill(teacher, tokenizer, family, config: Distill, data, settings, finger
     if not causal and config.augment:
         train = augment_rows(train, config.augment, set(tokenizer.all_special_ids),
                              tokenizer.pad_token_id or 0, settings.seed)
+    dims = None
+    if config.student_hidden:
+        from edgeify.compress.prune import importance
+        from edgeify.compress.width import narrow
+
+        scores = importance(student, family, data.train, 16, config.batch_size, settings.seed, score_layers=False)
+        dims = narrow(student, family, config.student_hidden, data.train, scores["heads"])
+        how += f", hidden {teacher.config.hidden_size} -> {config.student_hidden} (most important heads and dims)"
     # hidden_states[0] is the embeddings' output; student layer j matches teacher layer keep[j]
+    # (ALBERT with its embedding projection: hidden_states[0] is after it, also comparable)
     layer_map = [(j + 1, k + 1) for j, k in enumerate(keep)]
     info = distill_train(student, teacher, train, layer_map=layer_map, causal=causal, epochs=config.epochs,
                          lr=config.lr, batch_size=config.batch_size, loss=config.loss, settings=settings,
-                         name="distill", fp=fingerprint)
+                         name="distill", fp=fingerprint, teacher_dims=dims)
     return student, tokenizer, {"teacher_layers": applied, "student_layers": n_layers, "init": how,
                                 "augmented_rows": len(train) - len(data.train), **info}

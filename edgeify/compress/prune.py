@@ -50,8 +50,9 @@ def _taylor(w: torch.Tensor, dim: int, groups: int) -> torch.Tensor:
     return prod.reshape(groups, -1).sum(1)
 
 
-def importance(model, family, data: TrainData, n_batches: int, batch_size: int, seed: int) -> dict:
-    """Expected loss change of removing each head, neuron and (stored) layer."""
+def importance(model, family, data: TrainData, n_batches: int, batch_size: int, seed: int,
+               score_layers: bool = True) -> dict:
+    """Expected loss change of removing each head, neuron and (if asked) stored layer."""
     anatomy, config = family.anatomy, model.config
     causal = family.task == CAUSAL_LM
     d = head_dim(config, anatomy)
@@ -83,7 +84,7 @@ def importance(model, family, data: TrainData, n_batches: int, batch_size: int, 
             neurons[n] += per_neuron.abs() / len(batches)
     model.zero_grad(set_to_none=True)
     layer_scores = []
-    if len(layers) == getattr(config, anatomy.layers_key) and len(layers) > 1:
+    if score_layers and len(layers) == getattr(config, anatomy.layers_key) and len(layers) > 1:
         with torch.no_grad():
             for n in range(len(layers)):
                 probe = copy.deepcopy(model)

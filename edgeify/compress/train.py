@@ -79,7 +79,9 @@ def _batch(data: TrainData, idx: np.ndarray, device) -> tuple[dict[str, torch.Te
 
 
 def kd_loss(student_out, teacher_out, labels, feeds, layer_map: Sequence[tuple[int, int]],
-            loss: KDLoss, causal: bool, projections: torch.nn.ModuleList | None = None) -> torch.Tensor:
+            loss: KDLoss, causal: bool, teacher_dims: torch.Tensor | None = None) -> torch.Tensor:
+    """teacher_dims: the hidden dims a narrower student kept (compress/width.py); its hidden
+    states are compared with the teacher's on those dims."""
     t = loss.temperature
     s_logits, t_logits = student_out.logits, teacher_out.logits
     mask = feeds.get("attention_mask")
@@ -99,10 +101,10 @@ def kd_loss(student_out, teacher_out, labels, feeds, layer_map: Sequence[tuple[i
             total = total + loss.hard_weight * F.cross_entropy(student_out.logits, labels, ignore_index=IGNORE)
     if loss.hidden_weight and layer_map:
         weights = mask.unsqueeze(-1).float() if mask is not None else None
-        for n, (s_layer, t_layer) in enumerate(layer_map):
+        for s_layer, t_layer in layer_map:
             hs, ht = student_out.hidden_states[s_layer], teacher_out.hidden_states[t_layer]
-            if projections is not None:
-                hs = projections[n](hs)
+            if teacher_dims is not None:
+                ht = ht.index_select(-1, teacher_dims)
             err = (hs - ht) ** 2
             if weights is not None:
                 err = (err * weights).sum() / (weights.sum() * err.shape[-1])
@@ -110,18 +112,6 @@ def kd_loss(student_out, teacher_out, labels, feeds, layer_map: Sequence[tuple[i
                 err = err.mean()
             total = total + loss.hidden_weight * err / len(layer_map)
     return total
-
-
-class _Student(torch.nn.Module):
-    """The student plus any hidden-size projections, trained (and checkpointed) together."""
-
-    def __init__(self, model, projections: torch.nn.ModuleList | None):
-        super().__init__()
-        self.model = model
-        self.projections = projections
-
-    def forward(self, **feeds):
-        return self.model(**feeds, output_hidden_states=True)
 
 
 def _latest(ckpt: Path, fp: str) -> tuple[int, Path] | None:
@@ -137,26 +127,28 @@ def _latest(ckpt: Path, fp: str) -> tuple[int, Path] | None:
 
 def _save_checkpoint(accelerator, ckpt: Path, epoch: int, fp: str) -> None:
     """Write epoch N's state beside the old one, then switch progress.json to it atomically."""
-    if not accelerator.is_main_process:
-        accelerator.save_state(str(ckpt / f".epoch-{epoch}.partial"))
-        return
-    partial = ckpt / f".epoch-{epoch}.partial"
-    shutil.rmtree(partial, ignore_errors=True)
-    accelerator.save_state(str(partial))
-    final = ckpt / f"epoch-{epoch}"
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(partial, final)
-    tmp = ckpt / ".progress.json.tmp"
-    tmp.write_text(json.dumps({"epoch": epoch, "dir": final.name, "fingerprint": fp}))
-    os.replace(tmp, ckpt / "progress.json")
-    for old in ckpt.glob("epoch-*"):
-        if old != final:
-            shutil.rmtree(old, ignore_errors=True)
+    partial, final = ckpt / f".epoch-{epoch}.partial", ckpt / f"epoch-{epoch}"
+    if accelerator.is_main_process:
+        shutil.rmtree(partial, ignore_errors=True)
+    accelerator.wait_for_everyone()
+    accelerator.save_state(str(partial))  # every process writes its own RNG state
+    accelerator.wait_for_everyone()
+    if accelerator.is_main_process:
+        shutil.rmtree(final, ignore_errors=True)
+        os.replace(partial, final)
+        tmp = ckpt / ".progress.json.tmp"
+        tmp.write_text(json.dumps({"epoch": epoch, "dir": final.name, "fingerprint": fp}))
+        os.replace(tmp, ckpt / "progress.json")
+        for old in ckpt.glob("epoch-*"):
+            if old != final:
+                shutil.rmtree(old, ignore_errors=True)
+    accelerator.wait_for_everyone()
 
 
 def distill_train(student, teacher, data: TrainData, *, layer_map: Sequence[tuple[int, int]], causal: bool,
                   epochs: int, lr: float, batch_size: int, loss: KDLoss, settings: TrainSettings,
-                  name: str, fp: str, on_epoch_end: Callable[[int], None] | None = None) -> dict:
+                  name: str, fp: str, on_epoch_end: Callable[[int], None] | None = None,
+                  teacher_dims: Sequence[int] | None = None) -> dict:
     """Train `student` (in place) to match `teacher`; returns what happened, for the report."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
@@ -165,17 +157,14 @@ def distill_train(student, teacher, data: TrainData, *, layer_map: Sequence[tupl
     torch.set_num_threads(settings.threads)
     set_seed(settings.seed)
     accelerator = Accelerator(cpu=not torch.cuda.is_available())
-    s_hidden, t_hidden = student.config.hidden_size, teacher.config.hidden_size
-    projections = (torch.nn.ModuleList([torch.nn.Linear(s_hidden, t_hidden) for _ in layer_map])
-                   if layer_map and s_hidden != t_hidden else None)
-    wrapped = _Student(student, projections)
+    dims = torch.tensor(teacher_dims, dtype=torch.long) if teacher_dims is not None else None
     steps_per_epoch = max(1, len(data) // (batch_size * accelerator.num_processes))
     total = steps_per_epoch * epochs
     warm = max(1, total // 10)
-    optimizer = torch.optim.AdamW(wrapped.parameters(), lr=lr, weight_decay=0.01)
+    optimizer = torch.optim.AdamW(student.parameters(), lr=lr, weight_decay=0.01)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
         optimizer, lambda s: (s + 1) / warm if s < warm else max(0.0, (total - s) / max(1, total - warm)))
-    wrapped, optimizer, scheduler = accelerator.prepare(wrapped, optimizer, scheduler)
+    wrapped, optimizer, scheduler = accelerator.prepare(student, optimizer, scheduler)
     teacher = teacher.to(accelerator.device).eval()
 
     start, ckpt = 0, settings.checkpoint_dir
@@ -203,9 +192,9 @@ def distill_train(student, teacher, data: TrainData, *, layer_map: Sequence[tupl
             feeds, labels = _batch(data, rows, accelerator.device)
             with torch.no_grad():
                 t_out = teacher(**feeds, output_hidden_states=True)
-            s_out = wrapped(**feeds)
+            s_out = wrapped(**feeds, output_hidden_states=True)
             value = kd_loss(s_out, t_out, labels, feeds, layer_map, loss, causal,
-                            accelerator.unwrap_model(wrapped).projections)
+                            None if dims is None else dims.to(accelerator.device))
             accelerator.backward(value)
             accelerator.clip_grad_norm_(wrapped.parameters(), 1.0)
             optimizer.step()
@@ -221,7 +210,9 @@ def distill_train(student, teacher, data: TrainData, *, layer_map: Sequence[tupl
         if on_epoch_end is not None:
             on_epoch_end(epoch + 1)
     bar.close()
-    student.eval()
+    # back where the rest of edgeify (export, evaluation) expects them
+    student.cpu().eval()
+    teacher.cpu()
     return {"epochs": epochs, "resumed_from_epoch": start, "steps_per_epoch": steps_per_epoch,
             "train_rows": len(data), "epoch_loss": history, "processes": world,
             "loss": {"temperature": loss.temperature, "hard_weight": loss.hard_weight,

@@ -236,3 +236,32 @@ def test_pruned_model_exports_to_openvino_and_tflite(name, fmt, starter_dir, tmp
     row = {k: v[:1] for k, v in data.inputs.items()}
     got = open_runner(art.path, 1).run(row)
     np.testing.assert_allclose(got, _logits(model, data, rows=1).numpy(), atol=2e-3, rtol=1e-2)
+
+
+@pytest.mark.parametrize("name", FAMILIES)
+def test_narrower_student(name, starter_dir, tmp_path):
+    """--student-hidden: whole heads and hidden dims cut consistently everywhere; the student
+    is a plain model of the smaller config (reloads and exports like any other)."""
+    from edgeify.compress.width import narrow
+    from edgeify.export import get_backend
+    from edgeify.runtimes import open_runner
+
+    loaded, data = _load(starter_dir, name)
+    family, student = loaded.family, copy.deepcopy(loaded.model)
+    hidden = student.config.hidden_size
+    scores = prune.importance(student, family, data, 2, 16, 0, score_layers=False)
+    dims = narrow(student, family, hidden // 2, data, scores["heads"])
+    assert len(dims) == hidden // 2 and student.config.hidden_size == hidden // 2
+    params = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert params(student) < 0.6 * params(loaded.model)
+    if name == "gpt-neo":
+        assert student.get_output_embeddings().weight is student.get_input_embeddings().weight
+    student.save_pretrained(tmp_path / "m")
+    again = family.load_model(str(tmp_path / "m"))
+    torch.testing.assert_close(_logits(again, data), _logits(student, data))
+    (tmp_path / "onnx").mkdir()
+    art = get_backend("onnx").export(again, family, {k: v[:4] for k, v in data.inputs.items()}, tmp_path / "onnx")
+    got = open_runner(art.path, 1).run({k: v[:8] for k, v in data.inputs.items()})
+    np.testing.assert_allclose(got, _logits(student, data).numpy(), atol=2e-4, rtol=1e-3)
+    with pytest.raises(UsageError, match="multiple of the head size"):
+        narrow(copy.deepcopy(loaded.model), family, hidden // 2 + 1, data, scores["heads"])

@@ -1,0 +1,86 @@
+"""`edgeify MODEL --distill --prune R --trim-vocab --int8`: stages compose, the report shows
+what each bought, and an interrupted run resumes from its checkpoints."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from edgeify import compress
+from edgeify.cli import main
+
+FAST = ["--n-eval", "48", "--n-calibration", "16", "--bench-seconds", "0.2", "--bench-rounds", "1",
+        "--seq-len", "32", "--epochs", "1"]
+
+
+@pytest.fixture()
+def reviews(tmp_path) -> Path:
+    from edgeify.calibration import synthetic
+
+    path = tmp_path / "reviews.csv"
+    rows = ["sentence,label"] + [f'"{t}",{lab}' for t, lab in synthetic.labelled_reviews(400, seed=21)]
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_stages_compose_and_are_reported(tmp_path, starter_dir, reviews, capsys):
+    model = starter_dir("electra")
+    out = tmp_path / "out"
+    assert main([str(model), "--distill", "--prune", "0.3", "--trim-vocab", "--int8", "--data", str(reviews),
+                 "-o", str(out), *FAST]) == 0
+    report = json.loads((out / "report.json").read_text())
+    stages = report["stages"]
+    assert [s["stage"] for s in stages] == ["distill", "prune", "trim-vocab"]
+    params = [report["model"]["params"], *(s["params"] for s in stages)]
+    assert params == sorted(params, reverse=True) and len(set(params)) == 4, params
+    assert stages[0]["info"]["student_layers"] == 2
+    assert stages[2]["info"]["embedding_cut_pct"] > 0
+    for s in stages:
+        assert s["metric"]["value"] > 0 and s["latency_ms"]["p50"] > 0
+        assert (out / s["path"] / "config.json").exists()
+    # the exported files are the last stage's model, checked against it (not the teacher)
+    fp32 = report["artifacts"][0]
+    assert fp32["parity"]["max_abs_diff"] < 1e-3
+    assert [c["stage"] for c in report["config"]["compress"]] == ["distill", "prune", "trim-vocab"]
+    assert "Compression stages" in (out / "report.md").read_text()
+    printed = capsys.readouterr().out
+    assert "pytorch trim-vocab" in printed and "params M" in printed
+    assert not (tmp_path / "out.checkpoints").exists()  # nothing left to resume
+
+
+def test_interrupted_run_resumes(tmp_path, starter_dir, reviews, capsys, monkeypatch):
+    """Ctrl-C in the prune stage: no output dir, the finished distill stage is kept; the same
+    command with --resume skips it and finishes."""
+    model = starter_dir("electra")
+    out = tmp_path / "o"
+    args = [str(model), "--distill", "--prune", "0.3", "--data", str(reviews), "-o", str(out), *FAST]
+
+    def interrupted(*a, **k):
+        raise KeyboardInterrupt
+
+    monkeypatch.setitem(compress._HANDLERS, compress.Prune, interrupted)
+    assert main(args) == 130
+    assert not out.exists()
+    assert (tmp_path / "o.checkpoints" / "1-distill" / "edgeify_stage.json").exists()
+    assert "--resume" in capsys.readouterr().out
+    monkeypatch.undo()
+    assert main([*args, "--resume"]) == 0
+    assert "distill: finished in an earlier run" in capsys.readouterr().out
+    report = json.loads((out / "report.json").read_text())
+    assert [s["stage"] for s in report["stages"]] == ["distill", "prune"]
+    assert not (tmp_path / "o.checkpoints").exists()
+
+
+def test_compression_needs_training_rows(tmp_path, starter_dir, labelled_csv, capsys):
+    starter_dir("electra")
+    code = main(["electra", "--distill", "--data", str(labelled_csv), "-o", str(tmp_path / "x"),
+                 "--n-eval", "70", "--n-calibration", "10", "--seq-len", "32"])
+    assert code == 2
+    assert "training rows" in capsys.readouterr().err
+
+
+def test_student_layers_needs_distill(capsys):
+    assert main(["electra", "--student-layers", "2"]) == 2
+    assert "need --distill" in capsys.readouterr().err
