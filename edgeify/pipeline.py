@@ -11,12 +11,11 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
 
-from edgeify import compress as compress_mod, export, report as report_mod, targets
+from edgeify import compress as compress_mod, export, report as report_mod, staging, targets
 from edgeify.calibration.datasets import DEFAULT_N_EVAL, load_examples, prepare
 from edgeify.errors import UsageError
 from edgeify.evaluate import evaluate, metric_drop, parity, scorer
@@ -59,45 +58,6 @@ class RunConfig:
     eval_batch_size: int = 16
     bench_seconds: float = 6.0  # timing budget per artifact, split over the rounds
     bench_rounds: int = 3
-
-
-def default_out_dir(model: str) -> Path:
-    name = Path(model).name if Path(model).expanduser().is_dir() else model.replace("/", "--")
-    return Path("edgeify-out") / name
-
-
-def _check_out_dir(config: RunConfig) -> Path:
-    out = Path(config.out_dir) if config.out_dir else default_out_dir(config.model)
-    if out.exists() and not config.force:
-        raise UsageError(f"output directory {out} already exists; use --force to overwrite it")
-    if out.exists() and not out.is_dir():
-        raise UsageError(f"output path {out} exists and is not a directory")
-    return out
-
-
-class _Staging:
-    """A temp directory beside `final`, renamed onto it on success, removed otherwise."""
-
-    def __init__(self, final: Path):
-        self.final = final
-
-    def __enter__(self) -> Path:
-        self.final.parent.mkdir(parents=True, exist_ok=True)
-        self.tmp = Path(tempfile.mkdtemp(prefix=f".{self.final.name}.partial-", dir=self.final.parent))
-        return self.tmp
-
-    def __exit__(self, exc_type, exc, tb):
-        if exc_type is not None:
-            shutil.rmtree(self.tmp, ignore_errors=True)
-            return False
-        if self.final.exists():
-            old = self.final.with_name(f".{self.final.name}.old-{os.getpid()}")
-            os.replace(self.final, old)
-            os.replace(self.tmp, self.final)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(self.tmp, self.final)
-        return False
 
 
 def _entry(fmt: str, precision: str, path: Path, size: int, result, bench: dict, root: Path, seq_len: int,
@@ -197,9 +157,14 @@ def _build_format(backend, model, family, data, config: RunConfig, threads: int,
     return results
 
 
-def _checkpoint_dir(final: Path) -> Path:
-    """Beside the output (not inside its staging dir): it must outlive a failed run."""
-    return final.with_name(f"{final.name}.checkpoints")
+def _process_index() -> int:
+    """This process's rank under `accelerate launch` / torchrun (0 when run plainly)."""
+    return int(os.environ.get("RANK", "0"))
+
+
+def _stage_data(data, examples) -> "compress_mod.StageData":
+    return compress_mod.StageData(compress_mod.TrainData(data.training.inputs, data.training.labels),
+                                  [e.text for e in examples[0]])
 
 
 def _compress(loaded, family, examples, data, config: RunConfig, threads: int, final: Path,
@@ -209,9 +174,8 @@ def _compress(loaded, family, examples, data, config: RunConfig, threads: int, f
     Returns [(stage dir, its data)] to time, report rows (no timings yet), the last stage,
     its data and its evaluation result.
     """
-    stage_data = compress_mod.StageData(
-        compress_mod.TrainData(data.training.inputs, data.training.labels), [e.text for e in examples[0]])
-    settings = compress_mod.TrainSettings(checkpoint_dir=_checkpoint_dir(final), resume=config.resume,
+    stage_data = _stage_data(data, examples)
+    settings = compress_mod.TrainSettings(checkpoint_dir=staging.checkpoint_dir(final), resume=config.resume,
                                           seed=config.seed, threads=threads)
     log_fn(f"[3/5] compressing: {' -> '.join(c.name for c in config.compress)} "
            f"on {len(data.training)} training rows")
@@ -253,7 +217,7 @@ def run(config: RunConfig, log_fn: Callable[[str], None] = print) -> dict:
     bad = [n for n in (config.seq_len, *config.extra_seq_lens) if n < 8]
     if bad:
         raise UsageError(f"--seq-len must be at least 8, got {bad[0]}")
-    final = _check_out_dir(config)
+    final = staging.check_out_dir(config)
 
     # A user's data file is read before any model is loaded or built: a typo fails at once.
     family = loader.peek_family(config.model)
@@ -286,7 +250,16 @@ def run(config: RunConfig, log_fn: Callable[[str], None] = print) -> dict:
                          "(give more data, or a smaller --n-eval / --n-calibration)")
     log_fn(f"      {data.description}: {len(data.evaluation)} eval / {len(data.calibration)} calibration"
            + (f" / {len(data.training)} training" if data.training is not None else ""))
-    with _Staging(final) as out:
+    if config.compress and _process_index() > 0:
+        # Another process of a multi-process `accelerate launch`: it trains beside process 0
+        # (gradients are synced inside the stages) and leaves saving, evaluation, export and
+        # the report to process 0.
+        compress_mod.run_stages(loaded.model, loaded.tokenizer, family, config.compress, _stage_data(data, examples),
+                                compress_mod.TrainSettings(checkpoint_dir=staging.checkpoint_dir(final), resume=config.resume,
+                                                           seed=config.seed, threads=threads, progress=False),
+                                log_fn=lambda *_: None)
+        return {}
+    with staging.Staging(final) as out:
         log_fn("[3/5] PyTorch fp32 baseline: evaluate")
         base_dir = out / "pytorch"
         loaded.model.save_pretrained(base_dir)
@@ -396,7 +369,7 @@ def run(config: RunConfig, log_fn: Callable[[str], None] = print) -> dict:
             "versions": versions,
         }
         report_mod.write(rep, out)
-    shutil.rmtree(_checkpoint_dir(final), ignore_errors=True)  # the run is complete: nothing to resume
+    shutil.rmtree(staging.checkpoint_dir(final), ignore_errors=True)  # the run is complete: nothing to resume
     rep["output_dir"] = str(final)
     log_fn("")
     log_fn(report_mod.terminal_table(rep))

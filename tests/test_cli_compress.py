@@ -84,3 +84,24 @@ def test_compression_needs_training_rows(tmp_path, starter_dir, labelled_csv, ca
 def test_student_layers_needs_distill(capsys):
     assert main(["electra", "--student-layers", "2"]) == 2
     assert "need --distill" in capsys.readouterr().err
+
+
+def test_two_processes_train_together(tmp_path, starter_dir, reviews):
+    """`torchrun --nproc_per_node 2 -m edgeify ...` (what `accelerate launch` runs on GPUs):
+    both processes train the student with synced gradients (each on half the batches);
+    process 0 alone saves, evaluates, exports and writes the one report."""
+    import os
+    import subprocess
+    import sys
+
+    model = starter_dir("electra")
+    out = tmp_path / "ddp"
+    env = dict(os.environ, PYTHONUNBUFFERED="1")
+    proc = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "-m", "edgeify",
+                           str(model), "--distill", "--data", str(reviews), "-o", str(out), *FAST],
+                          capture_output=True, text=True, env=env, timeout=600, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    info = json.loads((out / "report.json").read_text())["stages"][0]["info"]
+    assert info["processes"] == 2
+    assert info["steps_per_epoch"] == info["train_rows"] // (32 * 2)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp", "reviews.csv"]

@@ -128,7 +128,7 @@ def run_stages(model, tokenizer, family, configs, data: StageData, settings: Tra
             log_fn(f"      {config.name}: {describe(config)}")
             model, tokenizer, info = apply(model, tokenizer, family, config, data, settings, fingerprint=fp)
             info = {"before": before, "after": _param_counts(model), **info}
-            if saved is not None:
+            if saved is not None and int(os.environ.get("RANK", "0")) == 0:  # one writer under accelerate launch
                 _save_stage(model, tokenizer, saved, fp, info)
         stages.append(Stage(config.name, config, model, tokenizer, info))
     return stages

@@ -33,7 +33,8 @@ def make_student(teacher, family, n_layers: int):
         how = f"teacher layers {keep} (of {applied})"
     elif stored == 1:
         setattr(student.config, anatomy.layers_key, n_layers)
-        how = f"the shared block applied {n_layers} times instead of {applied}"
+        how = (f"the shared block applied {n_layers} times instead of {applied}" if n_layers != applied
+               else f"the shared block applied {applied} times, as in the teacher")
     else:
         raise UsageError(f"--distill: {family.name} with {stored} stored blocks applied {applied} times "
                          "is not supported (edgeify handles one shared block or one block per layer)")

@@ -114,6 +114,56 @@ def export_fp32_raw(model, family, sample: dict[str, np.ndarray], path: Path) ->
             prog.save(tmp, external_data=False)
 
 
+def pin_head_counts(model) -> int:
+    """Write each attention's head count into its reshape, where the export left -1.
+
+    transformers reshapes to (batch, seq, -1, head_size); onnxruntime's fusion then assumes
+    the config's head count for every layer, which is wrong for a pruned model whose layers
+    keep different numbers of heads (and the fused Attention fails to load). The count is
+    the projection's output width / head_size, read from the weight or bias feeding the
+    reshape. Returns how many reshapes were pinned.
+    """
+    from onnx import numpy_helper
+
+    init = {i.name: i for i in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+
+    def const(name: str):
+        if name in init:
+            return numpy_helper.to_array(init[name])
+        node = producer.get(name)
+        if node is not None and node.op_type == "Constant" and node.attribute:
+            return numpy_helper.to_array(node.attribute[0].t)
+        return None
+
+    def width(name: str) -> int | None:
+        node = producer.get(name)
+        if node is None or node.op_type not in ("Add", "MatMul"):
+            return None
+        for inp in node.input:
+            value = const(inp)
+            if value is not None and value.ndim in (1, 2):
+                return int(value.shape[-1])
+        return None
+
+    pinned = 0
+    for node in model.graph.node:
+        concat = producer.get(node.input[1]) if node.op_type == "Reshape" else None
+        if concat is None or concat.op_type != "Concat" or len(concat.input) != 4:
+            continue
+        heads, size = const(concat.input[2]), const(concat.input[3])
+        if heads is None or size is None or heads.size != 1 or int(heads.reshape(-1)[0]) != -1:
+            continue
+        n, d = width(node.input[0]), int(size.reshape(-1)[0])
+        if not n or d <= 0 or n % d:
+            continue
+        name = f"edgeify_num_heads_{pinned}"
+        model.graph.initializer.append(numpy_helper.from_array(np.array([n // d], dtype=heads.dtype), name))
+        concat.input[2] = name
+        pinned += 1
+    return pinned
+
+
 def fuse(raw: Path, family, model_config, out: Path) -> dict:
     """onnxruntime transformer fusion + initializer dedupe; returns the fused-op counts."""
     import onnx
@@ -126,8 +176,18 @@ def fuse(raw: Path, family, model_config, out: Path) -> dict:
         return {"fused_ops": {}, "deduplicated_initializers": removed}
     heads = getattr(model_config, "num_attention_heads", None) or getattr(model_config, "num_heads", 0)
     hidden = getattr(model_config, "hidden_size", 0)
-    opt = optimize_model(str(raw), model_type=family.ort_model_type, num_heads=heads,
-                         hidden_size=hidden, opt_level=0)
+    pinned = None
+    if getattr(model_config, "edgeify_shape", None):  # pruned: heads differ per layer
+        model = onnx.load(raw)
+        pinned = pin_head_counts(model)
+        raw = raw.with_name(raw.stem + ".pinned.onnx")
+        _atomic_save(model, raw)
+    try:
+        opt = optimize_model(str(raw), model_type=family.ort_model_type, num_heads=heads,
+                             hidden_size=hidden, opt_level=0)
+    finally:
+        if pinned is not None:
+            raw.unlink(missing_ok=True)
     stats = {k: v for k, v in opt.get_fused_operator_statistics().items() if v}
     model = opt.model
     domains = {n.domain for n in model.graph.node if n.domain}
@@ -136,7 +196,8 @@ def fuse(raw: Path, family, model_config, out: Path) -> dict:
         model.opset_import.append(onnx.helper.make_opsetid(domain, 1))
     removed = dedupe_initializers(model)
     _atomic_save(model, out)
-    return {"fused_ops": stats, "deduplicated_initializers": removed}
+    return {"fused_ops": stats, "deduplicated_initializers": removed,
+            **({"pinned_head_counts": pinned} if pinned is not None else {})}
 
 
 @contextlib.contextmanager

@@ -317,3 +317,33 @@ def test_fusion_failure_keeps_the_plain_export(starter_dir, tmp_path, monkeypatc
     assert [p.name for p in tmp_path.iterdir() if p.name.endswith(".tmp")] == []
     got = open_runner(art.path, 1).run(feeds)
     np.testing.assert_allclose(got, torch_logits(loaded.model, feeds), atol=1e-4)
+
+
+@pytest.mark.parametrize("name", ["electra", "albert"])
+def test_pruned_model_with_uneven_heads_fuses_and_loads(name, starter_dir, tmp_path):
+    """Layers keeping different head counts (compress/prune): the fused Attention of each
+    layer gets its own count. Before pin_head_counts the fusion used the config's count for
+    every layer and onnxruntime refused the file ("hidden_size should be divisible by
+    num_heads"), seen on the real pruned ELECTRA."""
+    import copy
+
+    import torch
+
+    from edgeify.families import loader
+    from edgeify.families.anatomy import blocks, keep_heads, record_shape
+
+    loaded = loader.load_local(starter_dir(name))
+    family, model = loaded.family, copy.deepcopy(loaded.model)
+    for n, block in enumerate(blocks(model, family.anatomy)):
+        keep_heads(block, model.config, family.anatomy, [0, 2, 3] if n % 2 == 0 else [1])
+    if name == "albert":  # one shared block: make the uneven count differ from the config
+        keep_heads(blocks(model, family.anatomy)[0], model.config, family.anatomy, [0, 1, 2])
+    record_shape(model, family.anatomy)
+    texts = [t for t, _ in synthetic.labelled_reviews(8, seed=3)]
+    feeds = encode_classification(loaded.tokenizer, texts, None, 32, family.onnx_inputs).inputs
+    art = OnnxBackend().export(model, family, feeds, tmp_path)
+    assert art.notes["fused_ops"].get("Attention", 0) >= 1, art.notes["fused_ops"]
+    assert art.notes["pinned_head_counts"] >= 1
+    with torch.no_grad():
+        want = model(**{k: torch.from_numpy(v) for k, v in feeds.items()}).logits.numpy()
+    np.testing.assert_allclose(open_runner(art.path, 1).run(feeds), want, atol=2e-4, rtol=1e-3)
