@@ -121,6 +121,8 @@ def plan(model, family, scores: dict, ratio: float) -> dict:
         if n not in layers_left:
             continue
         if kind == "head" and len(heads_left[n]) > 1:
+            if removed + head_cost > goal + 0.01 * total:
+                continue  # a head would overshoot R: neurons finish the job more finely
             heads_left[n].discard(i)
             removed += head_cost
         elif kind == "neuron" and len(neurons_left[n]) > MIN_NEURONS:

@@ -65,7 +65,7 @@ def test_pruned_model_saves_loads_and_exports(name, starter_dir, tmp_path):
     assert model.config.edgeify_shape, "uneven per-block shape must be recorded"
     before = sum(p.numel() for b in blocks(loaded.model, family.anatomy) for p in b.parameters())
     after = sum(p.numel() for b in blocks(model, family.anatomy) for p in b.parameters())
-    assert 0.35 <= 1 - after / before <= 0.45, 1 - after / before
+    assert 0.38 <= 1 - after / before <= 0.42, 1 - after / before
     model.save_pretrained(tmp_path / "m")
     loaded.tokenizer.save_pretrained(tmp_path / "m")
     again = loader.load_local(tmp_path / "m")
@@ -81,17 +81,30 @@ def test_importance_ranks_what_matters(starter_dir):
     """Cutting the heads and neurons ranked least important costs less than cutting the
     most important ones: the score measures something."""
     loaded, data = _load(starter_dir, "electra")
-    family = loaded.family
-    scores = prune.importance(copy.deepcopy(loaded.model), family, data, n_batches=4, batch_size=16, seed=0)
-    low = prune.plan(loaded.model, family, scores, 0.3)
+    family, model = loaded.family, loaded.model
+    # the test-session starter trains for seconds only: fit it to this data first, so that
+    # its heads and neurons carry something to lose
+    torch.manual_seed(0)
+    opt = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    feeds = {k: torch.from_numpy(v) for k, v in data.inputs.items()}
+    model.train()
+    for _ in range(40):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(model(**feeds).logits, torch.from_numpy(data.labels)).backward()
+        opt.step()
+    model.eval()
+    scores = prune.importance(copy.deepcopy(model), family, data, n_batches=6, batch_size=16, seed=0)
+    low = prune.plan(model, family, scores, 0.4)
     flipped = {k: ([[-x for x in row] for row in v] if k in ("heads", "neurons") else
                    ([-x for x in v] if k == "layers" else v)) for k, v in scores.items()}
-    high = prune.plan(loaded.model, family, flipped, 0.3)
+    high = prune.plan(model, family, flipped, 0.4)
     losses = {}
     for label, keep in (("low", low), ("high", high)):
-        m = copy.deepcopy(loaded.model)
+        m = copy.deepcopy(model)
         prune.apply_plan(m, family, keep)
-        losses[label] = _loss(m, family, data)
+        with torch.no_grad():
+            losses[label] = torch.nn.functional.cross_entropy(m(**feeds).logits,
+                                                              torch.from_numpy(data.labels)).item()
     assert losses["low"] < losses["high"], losses
 
 
