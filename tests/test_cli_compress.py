@@ -105,3 +105,24 @@ def test_two_processes_train_together(tmp_path, starter_dir, reviews):
     assert info["processes"] == 2
     assert info["steps_per_epoch"] == info["train_rows"] // (32 * 2)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["ddp", "reviews.csv"]
+
+
+def test_gpt_neo_stages(tmp_path, starter_dir, capsys):
+    """The causal-LM path: KD on next-token logits over text windows, perplexity per stage,
+    the tied output head trimmed with the vocabulary."""
+    from edgeify.calibration import synthetic
+
+    model = starter_dir("gpt-neo")
+    text = tmp_path / "text.txt"
+    text.write_text("\n".join(synthetic.paragraphs(400, seed=31)) + "\n")
+    out = tmp_path / "neo"
+    assert main([str(model), "--distill", "--prune", "0.3", "--trim-vocab", "--data", str(text), "-o", str(out),
+                 "--n-eval", "16", "--n-calibration", "8", "--bench-seconds", "0.2", "--bench-rounds", "1",
+                 "--seq-len", "64", "--epochs", "1"]) == 0
+    report = json.loads((out / "report.json").read_text())
+    assert [s["stage"] for s in report["stages"]] == ["distill", "prune", "trim-vocab"]
+    for s in report["stages"]:
+        assert s["metric"]["name"] == "perplexity" and s["metric"]["value"] > 1
+    trimmed = report["stages"][-1]
+    assert trimmed["info"]["embedding_cut_pct"] >= 0
+    assert report["artifacts"][0]["parity"]["max_abs_diff"] < 1e-3
