@@ -254,10 +254,10 @@ def run(config: RunConfig, log_fn: Callable[[str], None] = print) -> dict:
         # Another process of a multi-process `accelerate launch`: it trains beside process 0
         # (gradients are synced inside the stages) and leaves saving, evaluation, export and
         # the report to process 0.
-        compress_mod.run_stages(loaded.model, loaded.tokenizer, family, config.compress, _stage_data(data, examples),
-                                compress_mod.TrainSettings(checkpoint_dir=staging.checkpoint_dir(final), resume=config.resume,
-                                                           seed=config.seed, threads=threads, progress=False),
-                                log_fn=lambda *_: None)
+        settings = compress_mod.TrainSettings(checkpoint_dir=staging.checkpoint_dir(final), resume=config.resume,
+                                              seed=config.seed, threads=threads, progress=False)
+        compress_mod.run_stages(loaded.model, loaded.tokenizer, family, config.compress,
+                                _stage_data(data, examples), settings, log_fn=lambda *_: None)
         return {}
     with staging.Staging(final) as out:
         log_fn("[3/5] PyTorch fp32 baseline: evaluate")

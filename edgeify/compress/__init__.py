@@ -12,6 +12,7 @@ and, when a checkpoint dir is given, saves every finished stage so `--resume` sk
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -111,8 +112,6 @@ def run_stages(model, tokenizer, family, configs, data: StageData, settings: Tra
                log_fn: Callable[[str], None] = print) -> list[Stage]:
     """Apply `configs` in ORDER; each stage's output is the next one's input."""
     configs = sorted(configs, key=lambda c: ORDER.index(type(c)))
-    import hashlib
-
     ids = next(iter(data.train.inputs.values()))
     stages, fp = [], fingerprint(family.name, model.config.to_dict(), _param_counts(model), settings.seed,
                                  hashlib.sha256(ids.tobytes()).hexdigest(), len(data.texts))

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 
 from edgeify.compress import Prune, handler
-from edgeify.compress.train import IGNORE, TrainData, _batch, distill_train
+from edgeify.compress.train import IGNORE, TrainData, batch_rows, distill_train
 from edgeify.errors import UsageError
 from edgeify.families import CAUSAL_LM
 from edgeify.families.anatomy import (blocks, get_path, head_dim, keep_heads, keep_layers, keep_neurons,
@@ -57,7 +57,7 @@ def importance(model, family, data: TrainData, n_batches: int, batch_size: int, 
     causal = family.task == CAUSAL_LM
     d = head_dim(config, anatomy)
     order = np.random.default_rng([seed, 11]).permutation(len(data))
-    batches = [_batch(data, order[i * batch_size:(i + 1) * batch_size], "cpu")
+    batches = [batch_rows(data, order[i * batch_size:(i + 1) * batch_size], "cpu")
                for i in range(min(n_batches, max(1, len(data) // batch_size)))]
     layers = blocks(model, anatomy)
     heads = [torch.zeros(get_path(b, anatomy.query).out_features // d) for b in layers]

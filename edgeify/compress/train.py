@@ -69,7 +69,7 @@ def fingerprint(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def _batch(data: TrainData, idx: np.ndarray, device) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
+def batch_rows(data: TrainData, idx: np.ndarray, device) -> tuple[dict[str, torch.Tensor], torch.Tensor | None]:
     """Rows `idx`, cut to the longest real sequence among them (tweets pad to 128, use ~40)."""
     mask = data.inputs.get("attention_mask")
     width = int(mask[idx].sum(1).max()) if mask is not None else next(iter(data.inputs.values())).shape[1]
@@ -174,8 +174,9 @@ def distill_train(student, teacher, data: TrainData, *, layer_map: Sequence[tupl
         if found:
             start, path = found
             accelerator.load_state(str(path))
-        elif ckpt.exists():
-            shutil.rmtree(ckpt)  # a fresh run: an old checkpoint is not ours to continue
+        elif ckpt.exists() and accelerator.is_main_process:
+            shutil.rmtree(ckpt, ignore_errors=True)  # a fresh run: an old checkpoint is not ours to continue
+        accelerator.wait_for_everyone()
         ckpt.mkdir(parents=True, exist_ok=True)
 
     rank, world = accelerator.process_index, accelerator.num_processes
@@ -189,7 +190,7 @@ def distill_train(student, teacher, data: TrainData, *, layer_map: Sequence[tupl
         running, count = 0.0, 0
         for step in range(steps_per_epoch):
             rows = order[(step * world + rank) * batch_size:(step * world + rank + 1) * batch_size]
-            feeds, labels = _batch(data, rows, accelerator.device)
+            feeds, labels = batch_rows(data, rows, accelerator.device)
             with torch.no_grad():
                 t_out = teacher(**feeds, output_hidden_states=True)
             s_out = wrapped(**feeds, output_hidden_states=True)

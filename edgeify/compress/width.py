@@ -14,7 +14,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from edgeify.compress.train import TrainData, _batch
+from edgeify.compress.train import TrainData, batch_rows
 from edgeify.errors import UsageError
 from edgeify.families.anatomy import blocks, head_dim, keep_heads
 
@@ -25,7 +25,7 @@ def _hidden_dims(model, data: TrainData, keep: int, batches: int = 8, batch_size
     total = None
     with torch.no_grad():
         for i in range(min(batches, max(1, len(data) // batch_size))):
-            feeds, _ = _batch(data, order[i * batch_size:(i + 1) * batch_size], "cpu")
+            feeds, _ = batch_rows(data, order[i * batch_size:(i + 1) * batch_size], "cpu")
             states = model(**feeds, output_hidden_states=True).hidden_states
             mask = feeds.get("attention_mask")
             w = mask.unsqueeze(-1).float() if mask is not None else torch.ones_like(states[0][..., :1])
