@@ -100,7 +100,7 @@ def markdown(report: dict) -> str:
         f"- target: `{t['name']}` — {t['description']}, {t['threads']} threads; CPU: {t['cpu']}",
         f"- latency: batch 1, seq {'/'.join(map(str, d.get('seq_lens') or [d['seq_len']]))}, {where}",
         "",
-        "| " + " | ".join(heads.values()) + " |",
+        "| " + " | ".join(h.replace("|", "\\|") for h in heads.values()) + " |",
         "|" + "|".join("---" for _ in heads) + "|",
     ]
     lines += ["| " + " | ".join(r[k] for k in heads) + " |" for r in rows(report)]
