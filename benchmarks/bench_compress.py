@@ -61,12 +61,12 @@ def main() -> int:
     # every model reads the same tweet; the student's ids are remapped by --trim-vocab
     from edgeify.calibration.datasets import load_examples, prepare
 
+    examples = load_examples(family, args.data, synthetic_default=False, n_wanted=0,
+                             text_column=args.text_column, label_column=args.label_column)
     feeds = {}
     for who, rep in (("teacher", teacher), ("student", student)):
         ref = Path(rep["output_dir"]) / (rep["stages"][-1]["path"] if rep.get("stages") else "pytorch")
         loaded = loader.load_local(ref)
-        examples = load_examples(family, args.data, synthetic_default=False, n_wanted=0,
-                                 text_column=args.text_column, label_column=args.label_column)
         feeds[who] = prepare(family, loaded.tokenizer, loaded.model.config.id2label, *examples,
                              seq_len=args.seq_len, n_calibration=128, n_eval=args.n_eval).evaluation.rows(0, 1)
     labels = list(rows)

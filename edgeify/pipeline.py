@@ -9,7 +9,6 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import logging
-import os
 import shutil
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -157,9 +156,14 @@ def _build_format(backend, model, family, data, config: RunConfig, threads: int,
     return results
 
 
-def _process_index() -> int:
-    """This process's rank under `accelerate launch` / torchrun (0 when run plainly)."""
-    return int(os.environ.get("RANK", "0"))
+def _weights_size(model_dir: Path) -> int:
+    return (sum(p.stat().st_size for p in model_dir.glob("*.safetensors"))
+            or sum(p.stat().st_size for p in model_dir.glob("*.bin")))
+
+
+def _train_settings(config: RunConfig, final: Path, threads: int, progress: bool = True):
+    return compress_mod.TrainSettings(checkpoint_dir=staging.checkpoint_dir(final), resume=config.resume,
+                                      seed=config.seed, threads=threads, progress=progress)
 
 
 def _stage_data(data, examples) -> "compress_mod.StageData":
@@ -175,8 +179,7 @@ def _compress(loaded, family, examples, data, config: RunConfig, threads: int, f
     its data and its evaluation result.
     """
     stage_data = _stage_data(data, examples)
-    settings = compress_mod.TrainSettings(checkpoint_dir=staging.checkpoint_dir(final), resume=config.resume,
-                                          seed=config.seed, threads=threads)
+    settings = _train_settings(config, final, threads)
     log_fn(f"[3/5] compressing: {' -> '.join(c.name for c in config.compress)} "
            f"on {len(data.training)} training rows")
     try:
@@ -201,7 +204,7 @@ def _compress(loaded, family, examples, data, config: RunConfig, threads: int, f
         rows.append({"stage": stage.name, "config": compress_mod.describe(stage.config),
                      "path": str(path.relative_to(out)), "params": stage.info["after"]["params"],
                      "embedding_params": stage.info["after"]["embedding_params"],
-                     "size_bytes": sum(p.stat().st_size for p in path.glob("*.safetensors")),
+                     "size_bytes": _weights_size(path),
                      "metric": result.as_dict(), "info": stage.info})
     return timed, rows, stages[-1], timed[-1][1], result
 
@@ -250,14 +253,12 @@ def run(config: RunConfig, log_fn: Callable[[str], None] = print) -> dict:
                          "(give more data, or a smaller --n-eval / --n-calibration)")
     log_fn(f"      {data.description}: {len(data.evaluation)} eval / {len(data.calibration)} calibration"
            + (f" / {len(data.training)} training" if data.training is not None else ""))
-    if config.compress and _process_index() > 0:
+    if config.compress and compress_mod.process_index() > 0:
         # Another process of a multi-process `accelerate launch`: it trains beside process 0
         # (gradients are synced inside the stages) and leaves saving, evaluation, export and
         # the report to process 0.
-        settings = compress_mod.TrainSettings(checkpoint_dir=staging.checkpoint_dir(final), resume=config.resume,
-                                              seed=config.seed, threads=threads, progress=False)
-        compress_mod.run_stages(loaded.model, loaded.tokenizer, family, config.compress,
-                                _stage_data(data, examples), settings, log_fn=lambda *_: None)
+        compress_mod.run_stages(loaded.model, loaded.tokenizer, family, config.compress, _stage_data(data, examples),
+                                _train_settings(config, final, threads, progress=False), log_fn=lambda *_: None)
         return {}
     with staging.Staging(final) as out:
         log_fn("[3/5] PyTorch fp32 baseline: evaluate")
@@ -271,8 +272,7 @@ def run(config: RunConfig, log_fn: Callable[[str], None] = print) -> dict:
                                     desc=f"pytorch fp32 seq {n}" if len(lengths) > 1 else "pytorch fp32")
                         for n in lengths}
         base_result = base_results[config.seq_len]
-        base_size = sum(p.stat().st_size for p in base_dir.glob("*.safetensors")) or \
-            sum(p.stat().st_size for p in base_dir.glob("*.bin"))
+        base_size = _weights_size(base_dir)
         # what gets exported: the model after the compression stages, with its tokenizer's ids
         model, art_datas, stage_timed, stage_rows = loaded.model, datas, [], []
         exported_results = base_results

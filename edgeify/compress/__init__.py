@@ -20,10 +20,10 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
-from edgeify.compress.train import KDLoss, TrainData, TrainSettings, fingerprint
+from edgeify.compress.train import KDLoss, TrainData, TrainSettings, fingerprint, process_index
 
 __all__ = ["Distill", "Prune", "TrimVocab", "KDLoss", "TrainData", "TrainSettings", "StageData",
-           "Stage", "apply", "run_stages", "ORDER"]
+           "Stage", "apply", "run_stages", "process_index", "ORDER"]
 
 
 @dataclass(frozen=True)
@@ -127,7 +127,7 @@ def run_stages(model, tokenizer, family, configs, data: StageData, settings: Tra
             log_fn(f"      {config.name}: {describe(config)}")
             model, tokenizer, info = apply(model, tokenizer, family, config, data, settings, fingerprint=fp)
             info = {"before": before, "after": _param_counts(model), **info}
-            if saved is not None and int(os.environ.get("RANK", "0")) == 0:  # one writer under accelerate launch
+            if saved is not None and process_index() == 0:  # one writer under accelerate launch
                 _save_stage(model, tokenizer, saved, fp, info)
         stages.append(Stage(config.name, config, model, tokenizer, info))
     return stages

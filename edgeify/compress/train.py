@@ -64,6 +64,11 @@ class TrainData:
         return len(next(iter(self.inputs.values())))
 
 
+def process_index() -> int:
+    """This process's rank under `accelerate launch` / torchrun (0 when run plainly)."""
+    return int(os.environ.get("RANK", "0"))
+
+
 def fingerprint(*parts: Any) -> str:
     """A short stable hash of what a checkpoint was made from (configs, shapes, data)."""
     return hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode()).hexdigest()[:16]
