@@ -42,6 +42,9 @@ class Family:
     aliases: tuple[str, ...] = ()
     # where the blocks, heads and FFN neurons live (compress/ cuts them; see anatomy.py)
     anatomy: Anatomy | None = None
+    # causal LMs: module whose build(model, layout, max_length) gives the model with its
+    # key/value cache as explicit tensors, the graph every cached-decoder export traces
+    cached_decoder: str = ""
 
     def transformers_classes(self) -> tuple[type, type]:
         import transformers
@@ -56,6 +59,14 @@ class Family:
             return self._load_pruned(path, config, model_cls)
         model = model_cls.from_pretrained(path, attn_implementation="eager", **kwargs)
         return model.eval()
+
+    def decoder_module(self, model, layout: str, max_length: int | None = None):
+        """The model with an explicit key/value cache (see gpt_neo_cache.py)."""
+        import importlib
+
+        if not self.cached_decoder:
+            raise UsageError(f"{self.name} is not a causal LM: it has no cached decoder to export")
+        return importlib.import_module(self.cached_decoder).build(model, layout, max_length)
 
     def _load_pruned(self, path: str, config, model_cls):
         """A pruned model: build its narrower shape first, then load the weights strictly."""

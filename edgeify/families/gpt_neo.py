@@ -26,6 +26,7 @@ FAMILY = register(Family(
                     value="attn.attention.v_proj", attn_out="attn.attention.out_proj",
                     ffn_in="mlp.c_fc", ffn_out="mlp.c_proj", heads_attr="attn.attention.num_heads",
                     layers_key="num_layers", heads_key="num_heads"),
+    cached_decoder="edgeify.families.gpt_neo_cache",
     default_data="hub:wikitext@wikitext-2-raw-v1:test",
     starter_lr=2e-3,
     starter_config=dict(

@@ -2,6 +2,10 @@
 
 A runner loads one artifact and maps a dict of numpy inputs (keyed by ONNX input name)
 to a numpy array of logits. Evaluation and benchmarking only ever see this interface.
+
+A cached decoder (a causal LM exported with its key/value cache) is also opened as a
+`Decoder`: it keeps the cache between calls, which is what generation needs. Opened with
+`open_runner`, it runs each row from an empty cache, so evaluation treats it like any model.
 """
 
 from __future__ import annotations
@@ -11,7 +15,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from edgeify.errors import UsageError
+from edgeify.errors import EdgeifyError, UsageError
 
 
 class Runner(Protocol):
@@ -20,6 +24,86 @@ class Runner(Protocol):
     input_names: tuple[str, ...]
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray: ...
+
+
+class Decoder(Protocol):
+    """One sequence (batch 1) with its key/value cache kept inside between calls."""
+
+    runtime: str
+    precision: str
+    max_length: int  # tokens the cache holds: prompt plus generated
+    length: int      # tokens in the cache now
+
+    def reset(self) -> None: ...
+
+    def forward(self, ids: np.ndarray) -> np.ndarray:
+        """ids (1, T) int64 -> logits (1, T, vocab) float32; appends the T tokens to the
+        cache. Raises CacheFull, before running anything, when they do not fit."""
+        ...
+
+
+class CacheFull(EdgeifyError):
+    """More tokens than the exported cache holds."""
+
+
+def check_room(length: int, new: int, max_length: int) -> None:
+    if length + new > max_length:
+        raise CacheFull(f"the key/value cache holds {max_length} tokens; {length} are used and "
+                        f"{new} more do not fit (export with a larger maximum length, or use a "
+                        "shorter prompt / fewer new tokens)")
+
+
+# (name, predicate on the path, factory(path, threads) -> Decoder), tried before _OPENERS
+_DECODERS: list[tuple[str, Callable[[Path], bool], Callable[..., Decoder]]] = []
+
+
+def register_decoder(name: str, matches: Callable[[Path], bool]):
+    def deco(factory):
+        _DECODERS.append((name, matches, factory))
+        return factory
+    return deco
+
+
+def is_decoder(path: str | Path) -> bool:
+    path = Path(path)
+    return path.exists() and any(matches(path) for _, matches, _ in _DECODERS)
+
+
+def open_decoder(path: str | Path, threads: int) -> Decoder:
+    """Open a cached-decoder artifact for generation."""
+    path = Path(path)
+    if not path.exists():
+        raise UsageError(f"artifact not found: {path}")
+    for _, matches, factory in _DECODERS:
+        if matches(path):
+            return factory(path, threads)
+    kinds = ", ".join(name for name, _, _ in _DECODERS)
+    raise UsageError(f"{path}: not a cached decoder edgeify can generate with; accepted: {kinds}")
+
+
+class DecoderRunner:
+    """A Decoder as a Runner: each row runs from an empty cache (a prefill), as the
+    evaluation windows are independent; the attention mask is not needed (no padding)."""
+
+    input_names = ("input_ids",)
+
+    def __init__(self, decoder: Decoder):
+        self.decoder = decoder
+        self.runtime = decoder.runtime
+        self.threads = getattr(decoder, "threads", None)
+
+    @property
+    def precision(self) -> str:
+        return self.decoder.precision
+
+    def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
+        if "input_ids" not in feeds:
+            raise EdgeifyError(f"model needs inputs ['input_ids']; got {sorted(feeds)}")
+        outs = []
+        for row in feeds["input_ids"]:
+            self.decoder.reset()
+            outs.append(self.decoder.forward(row[None]))
+        return np.concatenate(outs)
 
 
 # (predicate on the path, factory(path, threads) -> Runner), tried in order
@@ -38,6 +122,8 @@ def open_runner(path: str | Path, threads: int) -> Runner:
     path = Path(path)
     if not path.exists():
         raise UsageError(f"artifact not found: {path}")
+    if is_decoder(path):
+        return DecoderRunner(open_decoder(path, threads))
     for _, matches, factory in _OPENERS:
         if matches(path):
             return factory(path, threads)
@@ -52,6 +138,8 @@ from edgeify.runtimes import (  # noqa: E402,F401  (registration)
 def input_names(path: Path) -> tuple[str, ...]:
     """The inputs an artifact expects, without loading its weights."""
     path = Path(path)
+    if is_decoder(path):
+        return DecoderRunner.input_names
     if path.is_file() and path.suffix == ".onnx":
         import onnx
 

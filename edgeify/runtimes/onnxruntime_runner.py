@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeify.errors import EdgeifyError
-from edgeify.runtimes import register_runner
+from edgeify.runtimes import check_room, register_decoder, register_runner
 
 
 @register_runner(".onnx file (onnxruntime)", lambda p: p.is_file() and p.suffix == ".onnx")
@@ -48,3 +48,60 @@ def _precision_of(path: Path) -> str:
     if "QuantizeLinear" in ops or "QLinearMatMul" in ops:
         return "int8 (static QDQ)"
     return "fp32"
+
+
+def _is_onnx_decoder(path: Path) -> bool:
+    if not (path.is_file() and path.suffix == ".onnx"):
+        return False
+    import onnx
+
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception:  # noqa: BLE001 - not readable: the plain runner reports it
+        return False
+    return any(i.name.startswith("past_key_values.") for i in graph.input)
+
+
+@register_decoder(".onnx cached decoder (onnxruntime)", _is_onnx_decoder)
+class OnnxDecoder:
+    """The cache stays in onnxruntime's own buffers (OrtValues) between steps: each step's
+    `present` outputs are bound as the next step's `past` inputs, never copied to numpy."""
+
+    def __init__(self, path: Path, threads: int):
+        import onnxruntime as ort
+
+        from edgeify.export.onnx_decoder import META_MAX_LENGTH
+
+        self._runner = OnnxRuntimeRunner(path, threads)
+        self.session = self._runner.session
+        meta = self.session.get_modelmeta().custom_metadata_map
+        self.max_length = int(meta.get(META_MAX_LENGTH, 0)) or 2048
+        inputs = self.session.get_inputs()
+        self.past_names = [i.name for i in inputs if i.name.startswith("past_key_values.")]
+        self.present_names = [n.replace("past_key_values.", "present.") for n in self.past_names]
+        self._past_shapes = [(i.shape[1], i.shape[3]) for i in inputs if i.name in self.past_names]
+        self._float = np.float32
+        self.runtime, self.precision, self.threads = self._runner.runtime, self._runner.precision, threads
+        self._ort = ort
+        self.reset()
+
+    def reset(self) -> None:
+        self.length = 0
+        self._past = [self._ort.OrtValue.ortvalue_from_numpy(np.zeros((1, h, 0, d), self._float))
+                      for h, d in self._past_shapes]
+
+    def forward(self, ids: np.ndarray) -> np.ndarray:
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        check_room(self.length, ids.shape[1], self.max_length)
+        binding = self.session.io_binding()
+        binding.bind_cpu_input("input_ids", ids)
+        for name, value in zip(self.past_names, self._past):
+            binding.bind_ortvalue_input(name, value)
+        binding.bind_output("logits")
+        for name in self.present_names:
+            binding.bind_output(name)
+        self.session.run_with_iobinding(binding)
+        outs = binding.get_outputs()
+        self._past = list(outs[1:])
+        self.length += ids.shape[1]
+        return outs[0].numpy()

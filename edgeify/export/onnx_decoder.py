@@ -1,0 +1,79 @@
+"""ONNX cached decoder for causal LMs: one graph for prefill and decode.
+
+Inputs `input_ids` (batch, sequence) and each layer's `past_key_values.{i}.key/value`
+(batch, heads, past, head_dim); outputs `logits` (batch, sequence, vocab) and
+`present.{i}.key/value` with the new tokens appended. The past length is read from the
+cache's shape: an empty cache (past 0) is the prefill, one token with a full cache a
+decode step. The maximum length (the position table's size) is written into the file's
+metadata, so the runner refuses to overflow it with a clear error.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from edgeify.export import Artifact, written_atomically
+
+log = logging.getLogger(__name__)
+
+META_LAYOUT = "edgeify.decoder"      # "grow": the cache grows by concatenation
+META_MAX_LENGTH = "edgeify.max_length"
+META_WINDOW = "edgeify.local_window"
+
+
+def _export_raw(module, path: Path, opset: int) -> None:
+    import torch
+
+    from edgeify.families.gpt_neo_cache import past_names
+
+    names = past_names(module.n_layers)
+    presents = past_names(module.n_layers, "present")
+    ids = torch.zeros((1, 3), dtype=torch.long)
+    past = module.empty_cache(1, 2)  # a non-empty past: no shape gets traced as a constant 0
+    axes = {"input_ids": {0: "batch", 1: "sequence"}, "logits": {0: "batch", 1: "sequence"}}
+    axes.update({n: {0: "batch", 2: "past_sequence"} for n in names})
+    axes.update({n: {0: "batch", 2: "total_sequence"} for n in presents})
+    with written_atomically(path) as tmp, torch.no_grad():
+        torch.onnx.export(module, (ids, *past), tmp, input_names=["input_ids", *names],
+                          output_names=["logits", *presents], dynamic_axes=axes,
+                          opset_version=opset, dynamo=False)
+
+
+def export_decoder(model, family, out_dir: Path, opset: int, fuse) -> Artifact:
+    """Export, fuse what onnxruntime's optimizer fuses for the family, stamp the metadata."""
+    import onnx
+
+    from edgeify.export.onnx import check
+
+    module = family.decoder_module(model, "grow")
+    raw = out_dir / ".decoder.raw.onnx"
+    out = out_dir / "decoder.fp32.onnx"
+    _export_raw(module, raw, opset)
+    check(raw)
+    notes = {"opset": opset, "exporter": "torch.onnx (TorchScript)", "cache": "past_key_values in, present out",
+             "max_length": module.max_length, "local_window": module.window}
+    try:
+        notes.update(fuse(raw, family, model.config, out))
+    except Exception as e:  # noqa: BLE001 - fusion is an optimisation, not a must
+        log.warning("transformer fusion failed on the decoder (%s); keeping the plain export", e)
+        notes.update({"fused_ops": {}, "fusion_error": str(e)[:300]})
+        out.write_bytes(raw.read_bytes())
+    raw.unlink()
+    stamped = onnx.load(out)
+    stamp(stamped, module.max_length, module.window)
+    with written_atomically(out) as tmp:
+        onnx.save_model(stamped, tmp)
+    check(out)
+    return Artifact("onnx", "fp32", out, {"type": "Fp32DecoderExport", "opset": opset}, notes)
+
+
+def stamp(model, max_length: int, window: int) -> None:
+    """Write the decoder's metadata (kept by every later onnx rewrite that copies the model)."""
+    props = {p.key: p for p in model.metadata_props}
+    for key, value in ((META_LAYOUT, "grow"), (META_MAX_LENGTH, str(max_length)), (META_WINDOW, str(window))):
+        if key in props:
+            props[key].value = value
+        else:
+            entry = model.metadata_props.add()
+            entry.key, entry.value = key, value
