@@ -71,3 +71,47 @@ def bench_artifact(artifact: str | Path, *, seq_len: int = 128, batch: int = 1, 
     host_threads = tgt.threads if tgt.measured else targets.get("host").threads
     result = local.measure(artifact, feeds, threads or host_threads, max_seconds=seconds, env=tgt.env)
     return {"artifact": str(artifact), "target": tgt.name, "measured": tgt.measured, **result}
+
+
+def generate_text(artifact: str | Path, prompt: str, sampling_args: dict, *, model_dir: str | None = None,
+                  stop: tuple[str, ...] = (), ignore_eos: bool = False, threads: int | None = None,
+                  write=print) -> dict:
+    """Stream a continuation of `prompt` from a cached decoder (`edgeify generate`).
+
+    Text is written as tokens arrive; a byte-level BPE token can end inside a UTF-8
+    character, so text is only written once it decodes cleanly.
+    """
+    from transformers import AutoTokenizer
+
+    from edgeify.generate import Sampling, generate
+    from edgeify.runtimes import open_decoder
+
+    artifact = Path(artifact)
+    decoder = open_decoder(artifact, threads or targets.get("host").threads)
+    tokenizer = AutoTokenizer.from_pretrained(_reference_dir(artifact, model_dir))
+    stop_ids = []
+    for text in stop:
+        ids = tokenizer.encode(text, add_special_tokens=False)
+        if len(ids) != 1:
+            raise UsageError(f"--stop {text!r} is {len(ids)} tokens; a stop must be exactly one token")
+        stop_ids += ids
+    if not stop and not ignore_eos and tokenizer.eos_token_id is not None:
+        stop_ids.append(tokenizer.eos_token_id)
+    prompt_ids = tokenizer.encode(prompt, add_special_tokens=False)
+    generated: list[int] = []
+    shown = 0
+
+    def on_token(token: int) -> None:
+        nonlocal shown
+        generated.append(token)
+        text = tokenizer.decode(generated, skip_special_tokens=True)
+        if not text.endswith("\ufffd") and len(text) > shown:
+            write(text[shown:])
+            shown = len(text)
+
+    result = generate(decoder, prompt_ids, Sampling(stop_ids=tuple(stop_ids), **sampling_args), on_token)
+    return {"artifact": str(artifact), "runtime": decoder.runtime, "precision": decoder.precision,
+            "prompt_tokens": len(prompt_ids), "new_tokens": len(result.tokens), "stopped_by": result.stopped_by,
+            "prefill_tokens_per_s": round(result.prefill_tokens_per_s, 1),
+            "decode_tokens_per_s": round(result.decode_tokens_per_s, 1),
+            "text": tokenizer.decode(result.tokens, skip_special_tokens=True)}

@@ -174,6 +174,44 @@ def bench_cmd(artifact, seq_len, batch, target, threads, seconds, debug):
     click.echo(json.dumps(result, indent=2))
 
 
+@cli.command("generate")
+@click.argument("artifact", type=click.Path())
+@click.option("--prompt", required=True, help="Text to continue ('-' reads it from stdin).")
+@click.option("--max-new-tokens", default=64, show_default=True, type=click.IntRange(1))
+@click.option("--temperature", default=0.0, show_default=True, type=click.FloatRange(0.0),
+              help="0 picks the most likely token (greedy); above 0 samples.")
+@click.option("--top-k", default=0, show_default=True, type=click.IntRange(0), help="Sample among the k most likely (0: off).")
+@click.option("--top-p", default=1.0, show_default=True, type=click.FloatRange(0.0, 1.0, min_open=True),
+              help="Sample among the most likely tokens holding this much probability (1: off).")
+@click.option("--seed", default=0, show_default=True, type=int)
+@click.option("--stop", multiple=True, help="Stop after this token (one token of text; repeatable) "
+              "[default: the tokenizer's end-of-text token].")
+@click.option("--ignore-eos", is_flag=True, help="Do not stop at end-of-text: always --max-new-tokens.")
+@click.option("--model-dir", help="Directory with the tokenizer [default: the run's pytorch/].")
+@click.option("--threads", type=click.IntRange(1), help="Threads [default: the host target's].")
+@click.option("--json", "as_json", is_flag=True, help="Print the result and speeds as JSON at the end.")
+@debug_option
+def generate_cmd(artifact, prompt, max_new_tokens, temperature, top_k, top_p, seed, stop, ignore_eos,
+                 model_dir, threads, as_json, debug):
+    """Continue --prompt with a cached decoder (ONNX, OpenVINO or TFLite, from a GPT-Neo run;
+    a Hugging Face model directory runs PyTorch eager), streaming the tokens."""
+    from edgeify.artifact import generate_text
+
+    if prompt == "-":
+        prompt = sys.stdin.read()
+    result = generate_text(artifact, prompt, dict(max_new_tokens=max_new_tokens, temperature=temperature,
+                                                  top_k=top_k, top_p=top_p, seed=seed),
+                           model_dir=model_dir, stop=stop, ignore_eos=ignore_eos, threads=threads,
+                           write=lambda text: click.echo(text, nl=False))
+    click.echo("")
+    if as_json:
+        click.echo(json.dumps(result, indent=2))
+    else:
+        click.echo(f"[{result['new_tokens']} tokens, stopped by {result['stopped_by']}; prefill "
+                   f"{result['prefill_tokens_per_s']:g} tokens/s, decode {result['decode_tokens_per_s']:g} "
+                   f"tokens/s; {result['runtime']}, {result['precision']}]", err=True)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("EDGEIFY_DEBUG") == "1"

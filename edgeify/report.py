@@ -27,7 +27,8 @@ def _fmt(value, digits=2) -> str:
 
 def _stage_row(stage: dict) -> dict:
     lat = stage.get("latency_ms") or {}
-    return {"artifact": f"pytorch {stage['stage']}", "ran": "fp32", "metric": _fmt(stage["metric"]["value"]),
+    return {**_generation_cells(stage),
+            "artifact": f"pytorch {stage['stage']}", "ran": "fp32", "metric": _fmt(stage["metric"]["value"]),
             "delta": f"{stage['metric_delta']:+.2f}", "p50": _fmt(lat.get("p50")), "p90": _fmt(lat.get("p90")),
             "speedup": f"{stage['speedup_vs_baseline']:.2f}x", "size": f"{stage['size_bytes'] / 2**20:.1f}",
             "params": f"{stage['params'] / 1e6:.2f}", "rss": "-", "parity": ""}
@@ -61,16 +62,25 @@ def rows(report: dict) -> list[dict]:
             "rss": _fmt(entry.get("peak_rss_mb"), 0),
             "parity": "" if base else (f"{par.get('max_abs_diff', float('nan')):.2g} / "
                                                 f"{par.get('argmax_agreement_pct', float('nan')):.1f}%"),
+            **_generation_cells(entry),
         })
     return out[:len(bases)] + [_stage_row(s) for s in stages] + out[len(bases):]
+
+
+def _generation_cells(entry: dict) -> dict:
+    gen = entry.get("generation") or {}
+    return {"prefill": _fmt(gen.get("prefill_tokens_per_s"), 0), "decode": _fmt(gen.get("decode_tokens_per_s"), 1)}
 
 
 def _headers(report: dict) -> dict[str, str]:
     metric = report["baseline"]["metric"]["name"]
     delta = "Δ pts" if metric == "accuracy" else "Δ %"
-    return {"artifact": "artifact", "ran": "ran as", "metric": metric, "delta": delta, "p50": "p50 ms",
-            "p90": "p90 ms", "speedup": "speed-up", "size": "size MB", "params": "params M", "rss": "peak RSS MB",
-            "parity": "max|Δlogit| / argmax agree"}
+    heads = {"artifact": "artifact", "ran": "ran as", "metric": metric, "delta": delta, "p50": "p50 ms",
+             "p90": "p90 ms", "speedup": "speed-up", "size": "size MB", "params": "params M", "rss": "peak RSS MB",
+             "parity": "max|Δlogit| / argmax agree"}
+    if report["baseline"].get("generation"):  # a causal LM: its generation speed too
+        heads.update(prefill="prefill tok/s", decode="decode tok/s")
+    return heads
 
 
 def terminal_table(report: dict) -> str:
@@ -81,6 +91,15 @@ def terminal_table(report: dict) -> str:
     sep = "  ".join("-" * widths[k] for k in heads)
     body = ["  ".join(r[k].ljust(widths[k]) for k in heads) for r in data]
     return "\n".join([line, sep, *body])
+
+
+def _generation_line(report: dict) -> list[str]:
+    gen = report["baseline"].get("generation")
+    if not gen:
+        return []
+    return [f"- generation: greedy, {gen['prompt_tokens']}-token prompt then {gen['new_tokens']} new tokens, "
+            "batch 1, each model with its key/value cache (PyTorch: Hugging Face's DynamicCache); "
+            "p50 ms is one forward over the whole window from an empty cache"]
 
 
 def markdown(report: dict) -> str:
@@ -99,6 +118,7 @@ def markdown(report: dict) -> str:
         f"- data: {d['eval']} — {d['n_eval']} evaluation / {d['n_calibration']} calibration samples, seq len {d['seq_len']}",
         f"- target: `{t['name']}` — {t['description']}, {t['threads']} threads; CPU: {t['cpu']}",
         f"- latency: batch 1, seq {'/'.join(map(str, d.get('seq_lens') or [d['seq_len']]))}, {where}",
+        *_generation_line(report),
         "",
         "| " + " | ".join(h.replace("|", "\\|") for h in heads.values()) + " |",
         "|" + "|".join("---" for _ in heads) + "|",

@@ -36,7 +36,15 @@ def test_end_to_end_int8_report(family, tmp_path, starter_dir, capsys):
     assert report["target"]["name"] == "host" and report["target"]["threads"] >= 1
     metric = "perplexity" if family == "gpt-neo" else "accuracy"
     precisions = [a["precision"] for a in report["artifacts"]]
-    assert precisions == ["fp32", "int8-dynamic", "int8-static"]
+    if family == "gpt-neo":  # cached decoders: weight-only int8/int4 instead of static QDQ
+        assert precisions == ["fp32", "int8-dynamic", "int8-weights", "int4-weights"]
+        assert all(a["path"].startswith("onnx/decoder.") for a in report["artifacts"])
+        for entry in [report["baseline"], *report["artifacts"]]:
+            gen = entry["generation"]
+            assert gen["new_tokens"] == 32 and gen["decode_tokens_per_s"] > 0 and gen["prefill_tokens_per_s"] > 0
+        assert "decode tok/s" in (out / "report.md").read_text()
+    else:
+        assert precisions == ["fp32", "int8-dynamic", "int8-static"]
     for entry in [report["baseline"], *report["artifacts"]]:
         assert entry["metric"]["name"] == metric and entry["metric"]["value"] > 0
         assert 0 < entry["latency_ms"]["p50"] <= entry["latency_ms"]["p90"]
@@ -50,6 +58,31 @@ def test_end_to_end_int8_report(family, tmp_path, starter_dir, capsys):
     assert "STARTER" in (out / "report.md").read_text()
     printed = capsys.readouterr().out
     assert "onnx int8-dynamic" in printed and "pytorch fp32" in printed
+
+
+def _json_tail(out: str) -> dict:
+    """The --json result printed after the streamed text."""
+    return json.loads(out[out.rindex('{\n  "artifact"'):])
+
+
+def test_generate_streams_from_a_run(tmp_path, starter_dir, capsys):
+    """`edgeify generate` on a run's decoder: the tokenizer comes from the run's pytorch/,
+    greedy output equals the PyTorch model's, speeds are reported."""
+    starter_dir("gpt-neo")
+    out = tmp_path / "out"
+    assert main(["gpt-neo", "-o", str(out), *FAST]) == 0
+    capsys.readouterr()
+    args = ["--prompt", "the movie was", "--max-new-tokens", "12", "--ignore-eos", "--json"]
+    assert main(["generate", str(out / "onnx" / "decoder.fp32.onnx"), *args]) == 0
+    onnx_run = _json_tail(capsys.readouterr().out)
+    assert onnx_run["new_tokens"] == 12 and onnx_run["decode_tokens_per_s"] > 0
+    assert main(["generate", str(out / "pytorch"), *args]) == 0
+    torch_run = _json_tail(capsys.readouterr().out)
+    assert torch_run["text"] == onnx_run["text"] and torch_run["runtime"].startswith("torch")
+    assert main(["generate", str(out / "onnx" / "decoder.fp32.onnx"), "--prompt", "the",
+                 "--max-new-tokens", "100000"]) == 1
+    assert "needs a cache of" in capsys.readouterr().err
+    assert main(["generate", str(out / "onnx" / "decoder.fp32.onnx"), "--prompt", "the", "--top-p", "0"]) == 2
 
 
 def test_help_and_targets(capsys):

@@ -358,9 +358,17 @@ class OnnxBackend:
 
     def quantize(self, fp32: Artifact, family, calibration, config, out_dir: Path,
                  validation=None) -> Artifact:
-        handler = handler_for(QUANTIZERS, config, "ONNX quantizer")
-        name = {DynamicInt8: "model.int8-dynamic.onnx", StaticInt8: "model.int8-static.onnx"}[type(config)]
-        return handler(fp32, family, calibration, config, out_dir / name)
+        from edgeify.export import onnx_decoder
+
+        handlers = {**QUANTIZERS, onnx_decoder.WeightOnly: onnx_decoder.quantize_weights}
+        handler = handler_for(handlers, config, "ONNX quantizer")
+        stem = fp32.path.name.split(".")[0]  # model or decoder
+        precision = (f"int{config.bits}-weights" if isinstance(config, onnx_decoder.WeightOnly)
+                     else {DynamicInt8: "int8-dynamic", StaticInt8: "int8-static"}[type(config)])
+        art = handler(fp32, family, calibration, config, out_dir / f"{stem}.{precision}.onnx")
+        if "max_length" in fp32.notes:  # a cached decoder: the runner reads its limits from the file
+            onnx_decoder.restamp(art.path, fp32.notes["max_length"], fp32.notes["local_window"])
+        return art
 
     def float_configs(self, family) -> list:
         return []
@@ -368,3 +376,16 @@ class OnnxBackend:
     def int8_configs(self, family, max_accuracy_drop: float | None = None) -> list:
         # No accuracy-controlled mode here: the budget only steers the selection.
         return [DynamicInt8(), StaticInt8()]
+
+    def export_decoder(self, model, family, out_dir: Path, max_length: int | None = None,
+                       prefill_len: int | None = None) -> Artifact:
+        from edgeify.export import onnx_decoder
+
+        return onnx_decoder.export_decoder(model, family, out_dir, OPSET, fuse, max_length)
+
+    def decoder_configs(self, family, int8: bool) -> list:
+        """Dynamic int8 (weights and activations), and weight-only int8 / int4: batch-1
+        decoding reads every weight once per token, so the weights' size sets its speed."""
+        from edgeify.export.onnx_decoder import WeightOnly
+
+        return [DynamicInt8(), WeightOnly(bits=8), WeightOnly(bits=4)] if int8 else []

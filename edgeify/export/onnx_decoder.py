@@ -11,9 +11,11 @@ metadata, so the runner refuses to overflow it with a clear error.
 from __future__ import annotations
 
 import logging
+import shutil
+from dataclasses import dataclass
 from pathlib import Path
 
-from edgeify.export import Artifact, written_atomically
+from edgeify.export import Artifact, config_record, written_atomically
 
 log = logging.getLogger(__name__)
 
@@ -40,13 +42,11 @@ def _export_raw(module, path: Path, opset: int) -> None:
                           opset_version=opset, dynamo=False)
 
 
-def export_decoder(model, family, out_dir: Path, opset: int, fuse) -> Artifact:
+def export_decoder(model, family, out_dir: Path, opset: int, fuse, max_length: int | None = None) -> Artifact:
     """Export, fuse what onnxruntime's optimizer fuses for the family, stamp the metadata."""
-    import onnx
-
     from edgeify.export.onnx import check
 
-    module = family.decoder_module(model, "grow")
+    module = family.decoder_module(model, "grow", max_length)
     raw = out_dir / ".decoder.raw.onnx"
     out = out_dir / "decoder.fp32.onnx"
     _export_raw(module, raw, opset)
@@ -58,18 +58,19 @@ def export_decoder(model, family, out_dir: Path, opset: int, fuse) -> Artifact:
     except Exception as e:  # noqa: BLE001 - fusion is an optimisation, not a must
         log.warning("transformer fusion failed on the decoder (%s); keeping the plain export", e)
         notes.update({"fused_ops": {}, "fusion_error": str(e)[:300]})
-        out.write_bytes(raw.read_bytes())
+        with written_atomically(out) as tmp:
+            shutil.copyfile(raw, tmp)
     raw.unlink()
-    stamped = onnx.load(out)
-    stamp(stamped, module.max_length, module.window)
-    with written_atomically(out) as tmp:
-        onnx.save_model(stamped, tmp)
+    restamp(out, module.max_length, module.window)
     check(out)
     return Artifact("onnx", "fp32", out, {"type": "Fp32DecoderExport", "opset": opset}, notes)
 
 
-def stamp(model, max_length: int, window: int) -> None:
-    """Write the decoder's metadata (kept by every later onnx rewrite that copies the model)."""
+def restamp(path: Path, max_length: int, window: int) -> None:
+    """Write the decoder's limits into the file's metadata (quantizers may drop it)."""
+    import onnx
+
+    model = onnx.load(path)
     props = {p.key: p for p in model.metadata_props}
     for key, value in ((META_LAYOUT, "grow"), (META_MAX_LENGTH, str(max_length)), (META_WINDOW, str(window))):
         if key in props:
@@ -77,3 +78,42 @@ def stamp(model, max_length: int, window: int) -> None:
         else:
             entry = model.metadata_props.add()
             entry.key, entry.value = key, value
+    with written_atomically(path) as tmp:
+        onnx.save_model(model, tmp)
+
+
+@dataclass(frozen=True)
+class WeightOnly:
+    """onnxruntime's MatMulNBits: every MatMul's weights (the tied LM head included) in
+    `bits` (4 or 8), symmetric, one scale per `block_size` input rows; activations stay
+    float. accuracy_level 4 runs the products in int8 with the activations quantized per
+    block on the fly (VNNI on x86, SDOT on ARM), the fast path for batch-1 decoding, whose
+    speed is bound by reading the weights. The embedding table stays float: onnxruntime's
+    quantized Gather takes int4 only and needs opset 21."""
+
+    bits: int = 4
+    block_size: int = 32
+    symmetric: bool = True
+    accuracy_level: int = 4
+
+
+def quantize_weights(fp32: Artifact, family, calibration, config: WeightOnly, out: Path) -> Artifact:
+    import onnx
+    from onnxruntime.quantization.matmul_nbits_quantizer import (
+        DefaultWeightOnlyQuantConfig, MatMulNBitsQuantizer)
+
+    model = onnx.load(fp32.path)
+    algo = DefaultWeightOnlyQuantConfig(block_size=config.block_size, is_symmetric=config.symmetric,
+                                        accuracy_level=config.accuracy_level, bits=config.bits)
+    quantizer = MatMulNBitsQuantizer(model, bits=config.bits, block_size=config.block_size,
+                                     is_symmetric=config.symmetric, accuracy_level=config.accuracy_level,
+                                     algo_config=algo)
+    logging.getLogger("onnxruntime.quantization.matmul_nbits_quantizer").setLevel(logging.WARNING)
+    quantizer.process()
+    quantized = quantizer.model.model
+    n_quantized = sum(n.op_type == "MatMulNBits" for n in quantized.graph.node)
+    with written_atomically(out) as tmp:
+        onnx.save_model(quantized, tmp)
+    return Artifact("onnx", f"int{config.bits}-weights", out, config_record(config),
+                    {**{k: v for k, v in fp32.notes.items() if k in ("max_length", "local_window")},
+                     "matmulnbits": n_quantized, "kept_float": "embedding table, LayerNorm, attention"})

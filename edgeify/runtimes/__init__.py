@@ -70,13 +70,20 @@ def is_decoder(path: str | Path) -> bool:
 
 
 def open_decoder(path: str | Path, threads: int) -> Decoder:
-    """Open a cached-decoder artifact for generation."""
+    """Open a cached-decoder artifact (or a Hugging Face causal-LM directory) for generation."""
     path = Path(path)
     if not path.exists():
         raise UsageError(f"artifact not found: {path}")
     for _, matches, factory in _DECODERS:
         if matches(path):
             return factory(path, threads)
+    if path.is_dir() and (path / "config.json").exists():
+        from edgeify.families import CAUSAL_LM
+        from edgeify.families.loader import _family_of_dir
+        from edgeify.runtimes.torch_runner import TorchDecoder
+
+        if _family_of_dir(path).task == CAUSAL_LM:
+            return TorchDecoder(path, threads)
     kinds = ", ".join(name for name, _, _ in _DECODERS)
     raise UsageError(f"{path}: not a cached decoder edgeify can generate with; accepted: {kinds}")
 

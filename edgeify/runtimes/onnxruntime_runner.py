@@ -43,6 +43,9 @@ def _precision_of(path: Path) -> str:
 
     model = onnx.load(str(path), load_external_data=False)
     ops = {n.op_type for n in model.graph.node}
+    bits = {a.i for n in model.graph.node if n.op_type == "MatMulNBits" for a in n.attribute if a.name == "bits"}
+    if bits:
+        return "+".join(f"int{b}" for b in sorted(bits)) + " weights (MatMulNBits), activations fp32"
     if ops & {"DynamicQuantizeLinear", "MatMulInteger", "DynamicQuantizeMatMul", "QAttention"}:
         return "int8 (dynamic)"
     if "QuantizeLinear" in ops or "QLinearMatMul" in ops:

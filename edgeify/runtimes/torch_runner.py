@@ -37,3 +37,46 @@ class TorchRunner:
         with torch.inference_mode():
             kwargs = {n: torch.from_numpy(feeds[n]) for n in self.input_names}
             return self.model(**kwargs).logits.float().numpy()
+
+
+class TorchDecoder:
+    """A Hugging Face causal LM with its own cache (DynamicCache): the PyTorch eager
+    baseline for generation, driven by the same loop as every exported decoder."""
+
+    def __init__(self, path_or_model, threads: int):
+        import inspect
+
+        import torch
+
+        torch.set_num_threads(threads)
+        if isinstance(path_or_model, (str, Path)):
+            from edgeify.families.loader import load_local
+
+            self.model = load_local(Path(path_or_model)).model
+        else:
+            self.model = path_or_model.eval()
+        # transformers 5 renamed past_key_values to cache
+        params = inspect.signature(self.model.forward).parameters
+        self._cache_kw = "cache" if "cache" in params else "past_key_values"
+        self.max_length = int(self.model.config.max_position_embeddings)
+        self.runtime = f"torch {torch.__version__}"
+        self.precision = str(next(self.model.parameters()).dtype).replace("torch.", "")
+        self.threads = threads
+        self.reset()
+
+    def reset(self) -> None:
+        self._cache = None
+        self.length = 0
+
+    def forward(self, ids: np.ndarray) -> np.ndarray:
+        import torch
+
+        from edgeify.runtimes import check_room
+
+        check_room(self.length, ids.shape[1], self.max_length)
+        with torch.inference_mode():
+            out = self.model(input_ids=torch.from_numpy(np.asarray(ids, dtype=np.int64)), use_cache=True,
+                             **{self._cache_kw: self._cache})
+        self._cache = getattr(out, self._cache_kw, None) or out.past_key_values
+        self.length += ids.shape[1]
+        return out.logits.float().numpy()

@@ -47,9 +47,11 @@ def main(spec: dict) -> dict:
         times.append((time.perf_counter() - t) * 1000)
         if len(times) >= spec["min_runs"] and time.perf_counter() - start > spec["max_seconds"]:
             break
+    generation = _generation(runner, feeds, spec["generate"]) if spec.get("generate") else None
     peak = _peak_rss_mb()
     arr = np.asarray(times)
     return {
+        **({"generation": generation} if generation else {}),
         "p50": round(float(np.percentile(arr, 50)), 3),
         "p90": round(float(np.percentile(arr, 90)), 3),
         "mean": round(float(arr.mean()), 3),
@@ -63,6 +65,29 @@ def main(spec: dict) -> dict:
         "batch": int(next(iter(feeds.values())).shape[0]),
         "seq_len": int(next(iter(feeds.values())).shape[1]),
     }
+
+
+def _generation(runner, feeds: dict, spec: dict) -> dict | None:
+    """Prefill and decode speed of a causal LM: a prompt from the timing input, then
+    `new_tokens` greedy steps (no stop token), best of `repeats` runs. None for a model
+    that cannot keep a cache (a logits-only export)."""
+    from edgeify.generate import Sampling, generate
+    from edgeify.runtimes import DecoderRunner
+    from edgeify.runtimes.torch_runner import TorchDecoder, TorchRunner
+
+    if isinstance(runner, DecoderRunner):
+        decoder = runner.decoder
+    elif isinstance(runner, TorchRunner) and hasattr(runner.model, "generate"):
+        decoder = TorchDecoder(runner.model, runner.threads)
+    else:
+        return None
+    prompt = [int(t) for t in feeds["input_ids"][0][: spec["prompt_tokens"]]]
+    runs = [generate(decoder, prompt, Sampling(max_new_tokens=spec["new_tokens"]))
+            for _ in range(spec.get("repeats", 2))]
+    return {"prompt_tokens": len(prompt), "new_tokens": spec["new_tokens"],
+            "prefill_tokens_per_s": round(max(r.prefill_tokens_per_s for r in runs), 1),
+            "decode_tokens_per_s": round(max(r.decode_tokens_per_s for r in runs), 2),
+            "runtime": decoder.runtime}
 
 
 if __name__ == "__main__":
