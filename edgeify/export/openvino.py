@@ -295,7 +295,8 @@ class OpenVinoBackend:
     def quantize(self, fp32: Artifact, family, calibration, config, out_dir: Path,
                  validation: Validation | None = None) -> Artifact:
         handler = handler_for(HANDLERS, config, "OpenVINO handler")
-        out = out_dir / f"model.{_precision_name(config)}.xml"
+        stem = fp32.path.name.split(".")[0]  # model or decoder
+        out = out_dir / f"{stem}.{_precision_name(config)}.xml"
         return handler(fp32, family, calibration, config, out, validation)
 
     def float_configs(self, family) -> list:
@@ -306,6 +307,15 @@ class OpenVinoBackend:
         if max_accuracy_drop is not None:
             configs.append(AccuracyControlledInt8(max_drop=max_accuracy_drop))
         if family.task == CAUSAL_LM:
-            # Decoding reads every weight per token: weight-only is what makes it fast.
-            configs += [WeightsOnly("int8_asym"), WeightsOnly("int4_sym", group_size=64, ratio=1.0)]
+            configs += self.decoder_configs(family, True)
         return configs
+
+    def export_decoder(self, model, family, out_dir: Path, max_length: int | None = None,
+                       prefill_len: int | None = None) -> Artifact:
+        from edgeify.export.openvino_decoder import export_decoder
+
+        return export_decoder(model, family, out_dir, max_length)
+
+    def decoder_configs(self, family, int8: bool) -> list:
+        # Decoding reads every weight per token: weight-only is what makes it fast.
+        return [WeightsOnly("int8_asym"), WeightsOnly("int4_sym", group_size=64, ratio=1.0)] if int8 else []

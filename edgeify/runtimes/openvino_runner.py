@@ -17,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeify.errors import EdgeifyError, UsageError
-from edgeify.runtimes import register_runner
+from edgeify.runtimes import check_room, register_decoder, register_runner
 
 STATIC_SHAPES_DEFAULT = False  # for IRs that do not say (e.g. not written by edgeify)
 SHAPES_ENV = "EDGEIFY_OPENVINO_SHAPES"  # "static" or "dynamic" overrides the default
@@ -145,3 +145,58 @@ class OpenVinoRunner:
         parts = [f"{name} {n}/{total}" for name, n in low.items() if n]
         text = f"{' + '.join(parts)} matmuls, rest {ran}" if parts else ran
         return text + (", static shapes" if self.static else "")
+
+
+def _is_stateful_ir(path: Path) -> bool:
+    """An IR with ReadValue layers (a model keeping state between calls). Reads only the
+    layers section, which precedes the edges; anything unreadable is left to the runner."""
+    if not (path.is_file() and path.suffix == ".xml"):
+        return False
+    try:
+        for _, element in ET.iterparse(path, events=("start",)):
+            if element.tag == "layer" and element.get("type") == "ReadValue":
+                return True
+            if element.tag == "edges":
+                return False
+    except (ET.ParseError, OSError):
+        return False
+    return False
+
+
+@register_decoder(".xml OpenVINO stateful decoder (openvino)", _is_stateful_ir)
+class OpenVinoDecoder:
+    """The key/value cache lives in the infer request's state (see export/openvino_decoder.py):
+    each call feeds input_ids only, and reset() empties the state. Loading, checksum and
+    compile settings are the plain runner's, with dynamic shapes: a reshape would compile a
+    second model with its own, separate state."""
+
+    def __init__(self, path: Path, threads: int):
+        from edgeify.export.openvino_decoder import RT_MAX_LENGTH
+
+        self._runner = OpenVinoRunner(path, threads, static_shapes=False)
+        if self._runner.input_names != ("input_ids",):
+            raise EdgeifyError(f"{path}: a stateful IR with inputs {list(self._runner.input_names)}; edgeify's "
+                               "decoder feeds input_ids only (export it with edgeify)")
+        max_length = _rt_value(self._runner.model, RT_MAX_LENGTH)
+        if not max_length:
+            raise EdgeifyError(f"{path}: stateful IR without edgeify's max_length in its rt_info "
+                               "(the cache size); export it with edgeify")
+        self.max_length = int(max_length)
+        self._request = self._runner._last[1]
+        self.runtime, self.threads = self._runner.runtime, threads
+        self.reset()
+
+    @property
+    def precision(self) -> str:
+        return self._runner.precision
+
+    def reset(self) -> None:
+        self._request.reset_state()
+        self.length = 0
+
+    def forward(self, ids: np.ndarray) -> np.ndarray:
+        ids = np.ascontiguousarray(ids, dtype=np.int64)
+        check_room(self.length, ids.shape[1], self.max_length)
+        result = self._request.infer({"input_ids": ids}, share_inputs=True, share_outputs=True)
+        self.length += ids.shape[1]
+        return np.array(result["logits"])
