@@ -9,7 +9,11 @@ only the attention, with the cache as explicit inputs and outputs:
   (batch, heads, past, head_dim) and go out with the new tokens appended. The past length is
   read from their shape, so one graph does both prefill (past 0) and decode (1 new token).
 - "fixed" layout (TFLite, static shapes): each layer has a cache of `max_length` slots,
-  written at `input_pos`; slots not written yet are hidden by the causal mask.
+  written at `input_pos`, which holds consecutive positions (start .. start+T-1); slots
+  not written yet are hidden by the causal mask. How the new keys/values are written is
+  the module's `write` (index_copy by default): an exporter swaps in the op its runtime
+  has, e.g. TFLite's DYNAMIC_UPDATE_SLICE, as index_copy becomes a scatter that older
+  TFLite runtimes lack (export/tflite_decoder.py).
 
 The masks are computed from positions, as HF's buffer encodes them: a key at position j is
 visible to a query at position i when j <= i and, in a local layer, i - j < window_size.
@@ -17,6 +21,8 @@ So prompts plus outputs longer than the 256-token window behave exactly as in HF
 """
 
 from __future__ import annotations
+
+from typing import Callable
 
 import torch
 from torch import nn
@@ -46,6 +52,7 @@ class CachedGPTNeo(nn.Module):
         self.head_dim = int(self.blocks[0].attn.attention.head_dim)
         positions = int(config.max_position_embeddings)
         self.max_length = min(int(max_length or positions), positions)
+        self.write: Callable[[torch.Tensor, torch.Tensor, torch.Tensor], torch.Tensor] = index_write
         self.eval()
 
     @property
@@ -100,7 +107,13 @@ class CachedGPTNeo(nn.Module):
     def _update(self, cache: torch.Tensor, new: torch.Tensor, q_pos: torch.Tensor) -> torch.Tensor:
         if self.layout == GROW:
             return torch.cat([cache, new], dim=2)
-        return cache.index_copy(2, q_pos, new)
+        return self.write(cache, new, q_pos)
+
+
+def index_write(cache: torch.Tensor, new: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
+    """The fixed layout's default write: new (batch, heads, T, head_dim) into cache slots
+    `positions` along the sequence axis."""
+    return cache.index_copy(2, positions, new)
 
 
 def build(model, layout: str = GROW, max_length: int | None = None) -> CachedGPTNeo:

@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeify.errors import EdgeifyError, UsageError
-from edgeify.runtimes import register_runner
+from edgeify.runtimes import check_room, register_decoder, register_runner
 
 # Other Pythons to check a .tflite on (os.pathsep-separated), e.g. a venv with
 # tflite-runtime 2.14 as on Raspberry Pi OS. The in-process runtime is always checked.
@@ -102,13 +102,17 @@ def _agreement(got: np.ndarray, reference: np.ndarray) -> dict:
 
 
 def check_runtimes(path: Path, feeds: dict[str, np.ndarray], reference: np.ndarray,
-                   pythons: list[str] | None = None, timeout: float = 300.0) -> list[dict]:
+                   pythons: list[str] | None = None, timeout: float = 300.0,
+                   command: list[str] | None = None) -> list[dict]:
     """Load and run `path` on this Python's TFLite runtime and on each other Python; compare
     each one's logits with `reference` (the in-process run). A runtime that loads the file
-    but computes something else is as unusable as one that rejects it."""
+    but computes something else is as unusable as one that rejects it.
+
+    `command`: what each Python runs, given MODEL INPUTS.npz OUTPUT.npy (default
+    tflite_probe.py; the decoder check passes its own)."""
     if pythons is None:
         pythons = [p for p in os.environ.get(PYTHONS_ENV, "").split(os.pathsep) if p]
-    probe = Path(__file__).with_name("tflite_probe.py")
+    command = command or [str(Path(__file__).with_name("tflite_probe.py"))]
     results = []
     with tempfile.TemporaryDirectory(prefix="edgeify-tflite-") as tmp:
         inputs = Path(tmp) / "inputs.npz"
@@ -117,7 +121,7 @@ def check_runtimes(path: Path, feeds: dict[str, np.ndarray], reference: np.ndarr
             out = Path(tmp) / "out.npy"
             out.unlink(missing_ok=True)
             try:
-                proc = subprocess.run([python, str(probe), str(path), str(inputs), str(out)],
+                proc = subprocess.run([python, *command, str(path), str(inputs), str(out)],
                                       capture_output=True, text=True, timeout=timeout)
             except (subprocess.TimeoutExpired, OSError) as e:
                 proc, res = None, {"runtime": f"python {python}", "loads": False,
@@ -143,3 +147,196 @@ def check_runtimes(path: Path, feeds: dict[str, np.ndarray], reference: np.ndarr
                     res["error"] = f"output shape {list(got.shape)}, expected {list(reference.shape)}"
             results.append(res)
     return results
+
+
+# --- cached decoder: one file with `prefill` and `decode` signatures (export/tflite_decoder.py)
+
+PREFILL, DECODE = "prefill", "decode"
+IDS, POS, LOGITS = "input_ids", "input_pos", "logits"
+PROBE_STEPS = 3  # decode steps after the prefill in a decoder's cross-runtime check
+
+
+def _signature_keys(path: Path) -> set[str]:
+    """The signature names in a .tflite file, read from its flatbuffer header through mmap:
+    a few pages, not the (maybe hundreds of MB of) weights, and no TFLite runtime needed."""
+    import mmap
+    import struct
+
+    try:
+        with open(path, "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as buf:
+            if buf[4:8] != b"TFL3":
+                return set()
+
+            def u32(at: int) -> int:
+                return struct.unpack_from("<I", buf, at)[0]
+
+            def field(table: int, i: int) -> int | None:
+                vtable = table - struct.unpack_from("<i", buf, table)[0]
+                if 4 + 2 * i >= struct.unpack_from("<H", buf, vtable)[0]:
+                    return None
+                offset = struct.unpack_from("<H", buf, vtable + 4 + 2 * i)[0]
+                return table + offset if offset else None
+
+            defs = field(u32(0), 7)  # Model.signature_defs
+            if defs is None:
+                return set()
+            vector, keys = defs + u32(defs), set()
+            for j in range(u32(vector)):
+                item = vector + 4 + 4 * j
+                key = field(item + u32(item), 2)  # SignatureDef.signature_key
+                if key is not None:
+                    text = key + u32(key)
+                    keys.add(bytes(buf[text + 4:text + 4 + u32(text)]).decode("utf-8", "replace"))
+            return keys
+    except (OSError, ValueError, IndexError, struct.error):
+        return set()
+
+
+def _is_tflite_decoder(path: Path) -> bool:
+    return path.is_file() and path.suffix == ".tflite" and {PREFILL, DECODE} <= _signature_keys(path)
+
+
+class _Signature:
+    """One signature's subgraph, run through numpy views of the interpreter's own tensors.
+    The SignatureRunner would resize and reallocate the subgraph and copy every input in
+    and every output out on each call: the cache, tens of MB, three times per token."""
+
+    def __init__(self, interpreter, name: str, signature: dict):
+        self._w = interpreter._interpreter
+        self.index = self._w.GetSubgraphIndexFromSignature(name)
+        self.inputs, self.outputs = dict(signature["inputs"]), dict(signature["outputs"])
+        self._w.AllocateTensors(self.index)  # once: static shapes, so the views stay valid
+
+    def input(self, name: str) -> np.ndarray:
+        return self._w.tensor(self._w, self.inputs[name], self.index)
+
+    def output(self, name: str) -> np.ndarray:
+        return self._w.tensor(self._w, self.outputs[name], self.index)
+
+    def invoke(self) -> None:
+        self._w.Invoke(self.index)
+
+
+def _decoder_precision(path: Path) -> str:
+    from edgeify.export.tflite import describe
+
+    return "int4 weights (dynamic range)" if "INT4" in describe(path)[1] else _precision_of(path)
+
+
+@register_decoder(".tflite decoder with prefill/decode signatures", _is_tflite_decoder)
+class TfliteDecoder:
+    """The cache lives in the interpreter's tensors: after each call it is in the outputs
+    of the signature that ran, and is copied once (output -> input views, no numpy
+    round trip) into the inputs of the next one. Prompts are prefilled in chunks of
+    prefill_len, the last one padded: the padded slots are overwritten later and no real
+    position sees them (causal mask)."""
+
+    def __init__(self, path: Path, threads: int):
+        from edgeify.runtimes.tflite_probe import _interpreter
+
+        try:
+            Interpreter, self.runtime = _interpreter()
+        except ImportError:
+            raise UsageError("no TFLite runtime is installed; install one with: "
+                             "pip install 'edgeify[tflite]' (or tflite-runtime)") from None
+        self.path = Path(path)
+        try:
+            self.interpreter = Interpreter(model_path=str(self.path), num_threads=threads)
+            signatures = self.interpreter._get_full_signature_list()
+            self._prefill, self._decode = (_Signature(self.interpreter, name, signatures[name])
+                                           for name in (PREFILL, DECODE))
+        except Exception as e:  # noqa: BLE001 - the runtimes raise ValueError/RuntimeError
+            raise EdgeifyError(f"{self.path}: cannot load TFLite decoder ({_first_line(e)})") from None
+        self.cache_names = [n for n in self._decode.inputs if n not in (IDS, POS)]
+        self.max_length = int(self._decode.input(self.cache_names[0]).shape[2])
+        self.prefill_len = int(self._prefill.input(IDS).shape[1])
+        self.vocab_size = int(self._decode.output(LOGITS).shape[-1])
+        self.threads = threads
+        self._precision: str | None = None
+        self.reset()
+
+    @property
+    def precision(self) -> str:
+        if self._precision is None:  # reads the whole file: only when asked
+            self._precision = _decoder_precision(self.path)
+        return self._precision
+
+    def reset(self) -> None:
+        self.length = 0
+        self._holder: _Signature | None = None  # whose outputs hold the cache; None: empty
+
+    def forward(self, ids: np.ndarray) -> np.ndarray:
+        ids = np.asarray(ids)
+        if ids.ndim != 2 or ids.shape[0] != 1:
+            raise UsageError(f"the TFLite decoder takes ids of shape (1, T); got {list(ids.shape)}")
+        check_room(self.length, ids.shape[1], self.max_length)
+        if ids.shape[1] == 1:
+            return self._run(self._decode, ids)
+        outs = [np.zeros((1, 0, self.vocab_size), np.float32)]
+        size = self.prefill_len
+        for start in range(0, ids.shape[1], size):
+            chunk = ids[:, start:start + size]
+            if chunk.shape[1] < size and self.length + size > self.max_length:
+                # padded, the chunk would run past the cache's end: its tokens go one by one
+                outs += [self._run(self._decode, chunk[:, i:i + 1]) for i in range(chunk.shape[1])]
+            else:
+                outs.append(self._run(self._prefill, chunk))
+        return np.concatenate(outs, axis=1)
+
+    def _run(self, sig: _Signature, ids: np.ndarray) -> np.ndarray:
+        n = ids.shape[1]
+        for name in self.cache_names:
+            if self._holder is None:
+                sig.input(name).fill(0)  # unwritten slots are masked, but must be finite
+            else:
+                np.copyto(sig.input(name), self._holder.output(name))
+        tokens = sig.input(IDS)
+        tokens.fill(0)
+        tokens[0, :n] = ids[0]
+        sig.input(POS)[:] = np.arange(self.length, self.length + tokens.shape[1], dtype=np.int32)
+        try:
+            sig.invoke()
+        except Exception as e:  # noqa: BLE001 - e.g. a token id outside the vocabulary
+            self.reset()  # the cache may be half written
+            raise EdgeifyError(f"TFLite decoder failed ({_first_line(e)}); its cache was reset") from None
+        self._holder = sig
+        self.length += n
+        return np.array(sig.output(LOGITS)[:, :n])
+
+    def run_probe(self, ids: np.ndarray, steps: int = PROBE_STEPS) -> np.ndarray:
+        """From an empty cache: ids minus the last `steps` as a prompt, then those one by
+        one; all logits (1, len, vocab). What the cross-runtime check compares."""
+        self.reset()
+        outs = [self.forward(ids[:, :ids.shape[1] - steps])]
+        outs += [self.forward(ids[:, i:i + 1]) for i in range(ids.shape[1] - steps, ids.shape[1])]
+        return np.concatenate(outs, axis=1)
+
+
+def _decoder_probe_main() -> None:
+    """Run in another Python (argv: MODEL INPUTS.npz OUTPUT.npy): print one JSON line, as
+    tflite_probe.py does for single-signature files."""
+    model, inputs, output = sys.argv[1:4]
+    try:
+        decoder = TfliteDecoder(Path(model), 1)
+    except (EdgeifyError, UsageError) as e:
+        from edgeify.runtimes.tflite_probe import _interpreter
+
+        print(json.dumps({"runtime": _interpreter()[1], "loads": False, "error": str(e)[:300]}))
+        return
+    result = {"runtime": decoder.runtime, "loads": True}
+    try:
+        np.save(output, decoder.run_probe(np.load(inputs)["input_ids"]))
+        result["runs"] = True
+    except Exception as e:  # noqa: BLE001 - report, don't crash: this is a probe
+        result.update(runs=False, error=_first_line(e))
+    print(json.dumps(result))
+
+
+def check_decoder_runtimes(path: Path, ids: np.ndarray, reference: np.ndarray,
+                           pythons: list[str] | None = None, timeout: float = 300.0) -> list[dict]:
+    """check_runtimes for a decoder file: each Python runs TfliteDecoder.run_probe(ids)
+    (this edgeify on its path; the other Python needs only numpy and a TFLite runtime)."""
+    root = str(Path(__file__).resolve().parents[2])
+    code = (f"import sys; sys.path.insert(0, {root!r}); "
+            "from edgeify.runtimes.tflite_runner import _decoder_probe_main; _decoder_probe_main()")
+    return check_runtimes(path, {"input_ids": ids}, reference, pythons, timeout, command=["-c", code])
