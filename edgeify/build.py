@@ -50,7 +50,7 @@ def build_format(backend, model, family, data, config: RunConfig, threads: int, 
     if is_decoder_run(backend, family):
         log_fn(f"[4/5] {backend.name}{seq}: export fp32 cached decoder")
         fp32 = backend.export_decoder(model, family, fmt_dir, max_length=config.max_length, prefill_len=seq_len)
-        qconfigs = backend.float_configs(family) + backend.decoder_configs(family, config.int8)
+        qconfigs = backend.decoder_configs(family, config.int8)
     else:
         log_fn(f"[4/5] {backend.name}{seq}: export fp32")
         fp32 = backend.export(model, family, data.calibration.inputs, fmt_dir)

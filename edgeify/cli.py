@@ -61,7 +61,7 @@ def cli():
 
 @cli.command("run", help=RUN_HELP)
 @click.argument("model")
-@click.option("--int8", is_flag=True, help="Also produce int8 artifacts (per format: ONNX dynamic + static QDQ; OpenVINO NNCF int8, plus weight-only int8/int4 for GPT-Neo; TFLite dynamic-range + static int8) and pick the best.")
+@click.option("--int8", is_flag=True, help="Also produce int8 artifacts (per format: ONNX dynamic + static QDQ; OpenVINO NNCF int8; TFLite dynamic-range + static int8) and pick the best. GPT-Neo is exported as a cached decoder instead, with weight-only int8 and int4 (plus ONNX dynamic int8, TFLite dynamic int8/int4).")
 @click.option("--formats", help="Comma-separated export formats (onnx, openvino, tflite), or 'all' [default: onnx, "
                                  "or the target's own format].")
 @click.option("--target", default="host", show_default=True, help="Hardware target (see `edgeify targets`).")
@@ -96,12 +96,15 @@ def cli():
               "of that data, checked), shrinking the embeddings.")
 @click.option("--train-samples", default=10000, show_default=True, type=click.IntRange(1),
               help="Training rows for --distill/--prune (never the evaluation or calibration rows).")
+@click.option("--max-length", type=click.IntRange(2), help="Causal LMs: tokens (prompt + generated) the "
+              "exported decoders' key/value cache holds [default: 512 for TFLite, which allocates it up "
+              "front; the model's position limit for ONNX and OpenVINO].")
 @click.option("--resume", is_flag=True, help="Continue an interrupted --distill/--prune run from its last "
               "epoch checkpoint (kept beside the output directory until the run succeeds).")
 @debug_option
 def run_cmd(model, int8, formats, target, data, text_column, label_column, seq_lens, n_calibration,
             n_eval, max_accuracy_drop, out_dir, force, bench_seconds, bench_rounds, distill, student_layers,
-            student_hidden, epochs, prune, trim_vocab, train_samples, resume, debug):
+            student_hidden, epochs, prune, trim_vocab, train_samples, max_length, resume, debug):
     from edgeify import compress
     from edgeify.pipeline import RunConfig, run
 
@@ -116,7 +119,8 @@ def run_cmd(model, int8, formats, target, data, text_column, label_column, seq_l
                        seq_len=(seq_lens or (128,))[0], extra_seq_lens=tuple(seq_lens[1:]),
                        n_calibration=n_calibration, n_eval=n_eval, out_dir=out_dir, force=force,
                        max_accuracy_drop=max_accuracy_drop, bench_seconds=bench_seconds,
-                       bench_rounds=bench_rounds, compress=stages, n_train=train_samples, resume=resume)
+                       bench_rounds=bench_rounds, compress=stages, n_train=train_samples, resume=resume,
+                       max_length=max_length)
     run(config, log_fn=lambda msg: click.echo(msg, err=False))
 
 

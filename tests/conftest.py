@@ -13,10 +13,14 @@ SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
 @pytest.fixture(scope="session", autouse=True)
 def _isolated_env(tmp_path_factory):
-    """Offline, a throw-away starter cache, and short starter training for every test."""
+    """Offline, a throw-away starter cache, and short starter training for every test:
+    a fixed number of steps (about 7 s on 2 idle cores), so the starters the tests see are
+    the same however busy the machine is; the time cap only guards against a stall."""
     cache = tmp_path_factory.mktemp("edgeify-cache")
-    old = {k: os.environ.get(k) for k in ("HF_HUB_OFFLINE", "EDGEIFY_CACHE", "EDGEIFY_STARTER_SECONDS")}
-    os.environ.update(HF_HUB_OFFLINE="1", EDGEIFY_CACHE=str(cache), EDGEIFY_STARTER_SECONDS="6")
+    keys = ("HF_HUB_OFFLINE", "EDGEIFY_CACHE", "EDGEIFY_STARTER_SECONDS", "EDGEIFY_STARTER_STEPS")
+    old = {k: os.environ.get(k) for k in keys}
+    os.environ.update(HF_HUB_OFFLINE="1", EDGEIFY_CACHE=str(cache), EDGEIFY_STARTER_SECONDS="90",
+                      EDGEIFY_STARTER_STEPS="50")
     yield cache
     for k, v in old.items():
         if v is None:

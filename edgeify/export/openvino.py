@@ -307,7 +307,7 @@ class OpenVinoBackend:
         if max_accuracy_drop is not None:
             configs.append(AccuracyControlledInt8(max_drop=max_accuracy_drop))
         if family.task == CAUSAL_LM:
-            configs += self.decoder_configs(family, True)
+            configs += self.decoder_configs(family, True)[1:]
         return configs
 
     def export_decoder(self, model, family, out_dir: Path, max_length: int | None = None,
@@ -318,4 +318,5 @@ class OpenVinoBackend:
 
     def decoder_configs(self, family, int8: bool) -> list:
         # Decoding reads every weight per token: weight-only is what makes it fast.
-        return [WeightsOnly("int8_asym"), WeightsOnly("int4_sym", group_size=64, ratio=1.0)] if int8 else []
+        weights = [WeightsOnly("int8_asym"), WeightsOnly("int4_sym", group_size=64, ratio=1.0)]
+        return [Fp16Weights(), *(weights if int8 else [])]

@@ -307,6 +307,10 @@ class TfliteBackend:
 
     def quantize(self, fp32: Artifact, family, calibration, config, out_dir: Path,
                  validation: Validation | None = None) -> Artifact:
+        if fp32.path.name.startswith("decoder."):
+            from edgeify.export.tflite_decoder import quantize_decoder
+
+            return quantize_decoder(fp32, family, config)
         handler = handler_for(HANDLERS, config, "TFLite handler")
         precision = {Fp16Weights: "fp16", DynamicInt8: "int8-dynamic", StaticInt8: "int8-static"}[type(config)]
         out = out_dir / fp32.path.name.replace(".fp32.", f".{precision}.")
@@ -317,3 +321,18 @@ class TfliteBackend:
 
     def int8_configs(self, family, max_accuracy_drop: float | None = None) -> list:
         return [DynamicInt8(), StaticInt8()]
+
+    def export_decoder(self, model, family, out_dir: Path, max_length: int | None = None,
+                       prefill_len: int | None = None) -> Artifact:
+        """Prefill (prefill_len tokens, the run's --seq-len) and decode signatures over a
+        cache of max_length slots, allocated up front: 512 unless asked."""
+        from edgeify.export.tflite_decoder import export_decoder
+
+        return export_decoder(model, family, out_dir, prefill_len or 128, max_length or 512)
+
+    def decoder_configs(self, family, int8: bool) -> list:
+        """Dynamic-range int8 and blockwise int4 weights (int8 / int4 x float activations,
+        quantized on the fly in XNNPACK): no calibration through the cache needed."""
+        from edgeify.export.tflite_decoder import DynamicInt4
+
+        return [DynamicInt8(), DynamicInt4(block_size=32)] if int8 else []

@@ -104,7 +104,8 @@ def export_decoder(model, family, out_dir: Path, prefill_len: int = 128, max_len
     module.write = _slice_write()
     max_length = module.max_length  # clipped to the position table
     prefill_len = max(1, min(prefill_len, max_length))
-    out = Path(out_dir) / f"decoder.fp32.max{max_length}.tflite"
+    # one file per prefill length (a --seq-len each), like the logits-only files
+    out = Path(out_dir) / f"decoder.fp32.seq{prefill_len}.max{max_length}.tflite"
     named = _named(module)
     with torch.no_grad(), _converter_progress(log.isEnabledFor(logging.DEBUG)):
         edge = (litert_torch.signature(PREFILL, named, sample_kwargs=_sample(module, prefill_len))

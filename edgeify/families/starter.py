@@ -125,18 +125,20 @@ def _held_out_metric(family: Family, model, feeds, labels) -> tuple[str, float]:
 def build_starter(family: Family, log=print, seconds: float | None = None) -> Path:
     """Build (or reuse) the family's starter model under the user cache dir.
 
-    EDGEIFY_STARTER_SECONDS caps training time (tests use a few seconds).
+    EDGEIFY_STARTER_SECONDS caps training time; EDGEIFY_STARTER_STEPS sets the planned
+    steps (tests use a few dozen, so their starter is the same however busy the machine).
     """
     from tqdm.auto import tqdm
 
     if seconds is None:
         seconds = float(os.environ.get("EDGEIFY_STARTER_SECONDS", MAX_TRAIN_SECONDS))
 
+    planned = int(os.environ.get("EDGEIFY_STARTER_STEPS", TRAIN_STEPS))
     final = starter_dir(family)
     if (final / "starter.json").exists():
         return final
     log(f"*** Building an offline STARTER {family.name} model (not a pretrained model): "
-        f"small architecture trained {TRAIN_STEPS} steps (about a minute) on edgeify-generated data. ***")
+        f"small architecture trained {planned} steps (about a minute) on edgeify-generated data. ***")
     torch.manual_seed(SEED)
     t0 = time.perf_counter()
     config_cls, model_cls = family.transformers_classes()
@@ -168,9 +170,9 @@ def build_starter(family: Family, log=print, seconds: float | None = None) -> Pa
         train_labels, test_labels = labels[held:], labels[:held]
     config = config_cls(**cfg_kwargs, attn_implementation="eager")
     model = model_cls(config)
-    with tqdm(total=TRAIN_STEPS, desc=f"training starter {family.name}", unit="step",
+    with tqdm(total=planned, desc=f"training starter {family.name}", unit="step",
               mininterval=1.0) as bar:
-        steps = _train(model, train_feeds, train_labels, TRAIN_STEPS, seconds, family.starter_lr, 32, bar)
+        steps = _train(model, train_feeds, train_labels, planned, seconds, family.starter_lr, 32, bar)
     metric, value = _held_out_metric(family, model, test_feeds, test_labels)
     info = {
         "starter": True, "version": STARTER_VERSION, "family": family.name,
@@ -195,7 +197,7 @@ def build_starter(family: Family, log=print, seconds: float | None = None) -> Pa
         f"({info['train_seconds']}s); cached at {final}")
     if metric == "accuracy" and value < info["chance"] + 20:
         log(f"WARNING: the starter is barely above chance ({value:.1f}% vs {info['chance']:.0f}%): "
-            f"training stopped after {steps} of {TRAIN_STEPS} steps (machine busy?). "
+            f"training stopped after {steps} of {planned} steps (machine busy?). "
             f"Delete {final} to rebuild it.")
     return final
 

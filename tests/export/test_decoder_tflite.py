@@ -74,7 +74,7 @@ def quantized(small):
 
 def test_export_notes_and_signatures(small, wide):
     _, art = small
-    assert art.path.name == "decoder.fp32.max64.tflite"
+    assert art.path.name == "decoder.fp32.seq8.max64.tflite"
     assert art.notes["prefill_len"] == 8 and art.notes["max_length"] == 64 and art.notes["local_window"] == 16
     # the cache write is DYNAMIC_UPDATE_SLICE, not a scatter tflite-runtime 2.14 lacks
     assert "DYNAMIC_UPDATE_SLICE" in art.notes["ops"] and "STABLEHLO_SCATTER" not in art.notes["ops"]
@@ -82,7 +82,7 @@ def test_export_notes_and_signatures(small, wide):
     assert all(c["same_results"] for c in art.notes["runtimes"]), art.notes["runtimes"]
     assert "warning" not in art.notes
     _, wide_art = wide
-    assert wide_art.path.name == "decoder.fp32.max352.tflite"  # clipped to the position table
+    assert wide_art.path.name == "decoder.fp32.seq128.max352.tflite"  # clipped to the position table
     decoder = open_decoder(wide_art.path, 1)
     assert (decoder.max_length, decoder.prefill_len, decoder.precision) == (352, 128, "fp32")
 
@@ -162,7 +162,7 @@ def test_only_two_signature_files_are_decoders(small, tmp_path):
 def test_quantized_decoders_generate_close_to_fp32(small, quantized, name, precision):
     model, fp32 = small
     art = quantized[name]
-    assert art.path.name == {"int8": "decoder.int8-dynamic.max64.tflite", "int4": "decoder.int4-dynamic-b32.max64.tflite"}[name]
+    assert art.path.name == {"int8": "decoder.int8-dynamic.seq8.max64.tflite", "int4": "decoder.int4-dynamic-b32.seq8.max64.tflite"}[name]
     assert art.precision == f"{name}-dynamic"
     assert art.notes["prefill_len"] == 8 and art.notes["tied_table_int8"]
     # the tied table is stored once (int8), not once per signature next to a float copy
