@@ -2,8 +2,10 @@
 
 Perplexity on the held-out windows edgeify evaluates (`--data wiki.test.raw`, seq 128,
 seed 0), of the fp32 model and of INC's round-to-nearest and GPTQ at the grids the
-exported decoders use (symmetric, groups of 32 / 64 input rows, lm_head included as in
-onnxruntime's MatMulNBits). GPTQ calibrates on edgeify's calibration windows.
+exported decoders use (symmetric, groups of 32 / 64 input rows), with GPT-Neo's tied
+lm_head quantized too (as onnxruntime's MatMulNBits does) or left fp32. GPTQ calibrates on
+edgeify's calibration windows. A perplexity equal to the vocabulary size means the model
+outputs a uniform distribution (non-finite logits).
 
     python benchmarks/bench_inc.py --model /work/models/gpt-neo-wikitext --name inc-gpt-neo-wikitext
 """
@@ -63,11 +65,11 @@ def main() -> int:
     calib = data.calibration.inputs["input_ids"]
     base = perplexity(loaded.model, held)
     rows = [("fp32", base, 0.0)]
-    for bits, group in ((8, 32), (4, 32), (4, 64)):
+    for bits, group, lm_head in ((8, 32, True), (4, 32, True), (4, 32, False), (4, 64, False)):
         for algo in ("RTN", "GPTQ"):
             model = copy.deepcopy(loaded.model)
             t = time.perf_counter()
-            common = dict(bits=bits, group_size=group, use_sym=True, quant_lm_head=True)
+            common = dict(bits=bits, group_size=group, use_sym=True, quant_lm_head=lm_head)
             if algo == "RTN":
                 model = quantize(model, RTNConfig(use_layer_wise=False, **common))
             else:
@@ -77,7 +79,8 @@ def main() -> int:
                         model(input_ids=torch.from_numpy(calib[i:i + 8]))
                 model = convert(model)
             ppl = perplexity(model, held)
-            rows.append((f"INC {algo} int{bits} sym g{group}", ppl, time.perf_counter() - t))
+            what = "all Linear incl. the tied lm_head" if lm_head else "blocks only (lm_head fp32)"
+            rows.append((f"INC {algo} int{bits} sym g{group}, {what}", ppl, time.perf_counter() - t))
             print(rows[-1], flush=True)
     lines = [f"# INC weight-only RTN vs GPTQ ({args.name})", "", f"- machine: {machine()}",
              f"- model: `{args.model}`, {loaded.params:,} parameters; {len(held)} held-out windows of 128 "

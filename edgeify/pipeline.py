@@ -20,7 +20,6 @@ from edgeify.calibration.datasets import DEFAULT_N_EVAL, load_examples, prepare
 from edgeify.errors import UsageError
 from edgeify.evaluate import evaluate, metric_drop, parity, scorer
 from edgeify.families import CAUSAL_LM, loader
-from edgeify.runtimes import open_runner
 from edgeify.runtimes.torch_runner import TorchRunner
 from edgeify.targets import local
 
