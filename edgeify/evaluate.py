@@ -86,6 +86,13 @@ def metric_drop(value: float, reference: float, metric: str) -> float:
     return reference - value
 
 
+def metric_delta(value: float, reference: float, metric: str) -> float:
+    """The report's change column: accuracy points, or % perplexity (what its header says)."""
+    if metric == "perplexity":
+        return 100.0 * (value - reference) / reference
+    return value - reference
+
+
 def scorer(batch: Batch, task: str, reference: float, batch_size: int = 16):
     """A higher-is-better score over chosen evaluation samples, for accuracy-controlled
     quantization, which only knows "higher is better" and an absolute drop.

@@ -18,7 +18,7 @@ from edgeify import compress as compress_mod, export, report as report_mod, stag
 from edgeify.build import build_format, formats_for, lengths_for
 from edgeify.calibration.datasets import DEFAULT_N_EVAL, load_examples, prepare
 from edgeify.errors import UsageError
-from edgeify.evaluate import evaluate, metric_drop, parity, scorer
+from edgeify.evaluate import evaluate, metric_delta, metric_drop, parity, scorer
 from edgeify.families import CAUSAL_LM, loader
 from edgeify.runtimes.torch_runner import TorchRunner
 from edgeify.targets import local
@@ -78,7 +78,7 @@ def _entry(fmt: str, precision: str, path: Path, size: int, result, bench: dict,
         "measured": bench.get("on_target", True),
     }
     if baseline_result is not None:
-        entry["metric_delta"] = round(result.value - baseline_result.value, 4)
+        entry["metric_delta"] = round(metric_delta(result.value, baseline_result.value, result.metric), 4)
         # parity is with the PyTorch model that was exported (after compression, if any)
         entry["parity"] = parity(result, exported_result) if exported_result is not None else None
         entry["speedup_vs_baseline"] = round(baseline_bench["p50"] / bench["p50"], 3)
@@ -293,7 +293,7 @@ def run(config: RunConfig, log_fn: Callable[[str], None] = print) -> dict:
             if bench.get("generation"):
                 row["generation"] = bench["generation"]
             row["speedup_vs_baseline"] = round(base_benches[config.seq_len]["p50"] / bench["p50"], 3)
-            row["metric_delta"] = round(row["metric"]["value"] - base_result.value, 4)
+            row["metric_delta"] = round(metric_delta(row["metric"]["value"], base_result.value, base_result.metric), 4)
         baselines = {n: _entry("pytorch", "fp32", base_dir, base_size, base_results[n], base_benches[n], out, n)
                      for n in lengths}
         entries = [_entry(art.format, art.precision, art.path, art.size_bytes, result, bench, out, n,

@@ -39,6 +39,11 @@ def test_end_to_end_int8_report(family, tmp_path, starter_dir, capsys):
     if family == "gpt-neo":  # cached decoders: weight-only int8/int4 instead of static QDQ
         assert precisions == ["fp32", "int8-dynamic", "int8-weights", "int4-weights"]
         assert all(a["path"].startswith("onnx/decoder.") for a in report["artifacts"])
+        base_ppl = report["baseline"]["metric"]["value"]
+        for entry in report["artifacts"]:  # the Δ % column is % perplexity (it once was absolute)
+            # (the values in the report are rounded to 4 decimals, the delta is from the exact ones)
+            assert entry["metric_delta"] == pytest.approx(100 * (entry["metric"]["value"] - base_ppl) / base_ppl,
+                                                          abs=0.01)
         for entry in [report["baseline"], *report["artifacts"]]:
             gen = entry["generation"]
             assert gen["new_tokens"] == 32 and gen["decode_tokens_per_s"] > 0 and gen["prefill_tokens_per_s"] > 0
