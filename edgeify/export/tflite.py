@@ -255,9 +255,15 @@ def _artifact(path: Path, precision: str, config, probe_rows: dict[str, np.ndarr
     from edgeify.runtimes.tflite_runner import TfliteRunner, check_runtimes
 
     notes = {**(notes or {}), **op_notes(path)}
-    warnings = [f"needs ops {rt} lacks: {', '.join(bad)}" for rt, bad in notes["ops_missing_in"].items() if bad]
     reference = TfliteRunner(path, 1).run(probe_rows)
-    checks = check_runtimes(path, probe_rows, reference)
+    return Artifact("tflite", precision, path, config_record(config) if config else {"type": "Fp32Export"},
+                    with_runtime_checks(notes, check_runtimes(path, probe_rows, reference)))
+
+
+def with_runtime_checks(notes: dict, checks: list[dict]) -> dict:
+    """Notes (holding op_notes) plus each runtime's check, and one warning naming every
+    runtime that lacks an op, fails to run the file, or computes something else."""
+    warnings = [f"needs ops {rt} lacks: {', '.join(bad)}" for rt, bad in notes["ops_missing_in"].items() if bad]
     notes["runtimes"] = [{k: v for k, v in c.items() if k != "python"} for c in checks]
     bad = [c for c in checks if not c.get("same_results")]
     if bad:
@@ -265,8 +271,7 @@ def _artifact(path: Path, precision: str, config, probe_rows: dict[str, np.ndarr
             c.get("error") or f"results differ ({_difference(c)})" for c in bad))
     if warnings:
         notes["warning"] = "; ".join(warnings)
-    return Artifact("tflite", precision, path, config_record(config) if config else {"type": "Fp32Export"},
-                    notes)
+    return notes
 
 
 def _difference(check: dict) -> str:

@@ -26,7 +26,8 @@ import numpy as np
 
 from edgeify.errors import UsageError
 from edgeify.export import Artifact, config_record, handler_for, written_atomically
-from edgeify.export.tflite import DynamicInt8, _converter_progress, _difference, _family_ops, _quantize, _recipe, op_notes
+from edgeify.export.tflite import (
+    DynamicInt8, _converter_progress, _family_ops, _quantize, _recipe, op_notes, with_runtime_checks)
 from edgeify.runtimes.tflite_runner import DECODE, IDS, LOGITS, POS, PREFILL, PROBE_STEPS
 
 log = logging.getLogger(__name__)
@@ -228,17 +229,8 @@ def _artifact(path: Path, precision: str, config, notes: dict) -> Artifact:
     from edgeify.runtimes.tflite_runner import TfliteDecoder, check_decoder_runtimes
 
     notes = {**notes, **op_notes(path)}
-    warnings = [f"needs ops {rt} lacks: {', '.join(bad)}" for rt, bad in notes["ops_missing_in"].items() if bad]
     decoder = TfliteDecoder(path, 1)
     ids = probe_ids(decoder.vocab_size, decoder.prefill_len, decoder.max_length)
-    reference = decoder.run_probe(ids)
-    checks = check_decoder_runtimes(path, ids, reference)
-    notes["runtimes"] = [{k: v for k, v in c.items() if k != "python"} for c in checks]
-    bad = [c for c in checks if not c.get("same_results")]
-    if bad:
-        warnings.append(f"does not run correctly on {', '.join(c['runtime'] for c in bad)}: " + "; ".join(
-            c.get("error") or f"results differ ({_difference(c)})" for c in bad))
-    if warnings:
-        notes["warning"] = "; ".join(warnings)
+    notes = with_runtime_checks(notes, check_decoder_runtimes(path, ids, decoder.run_probe(ids)))
     return Artifact("tflite", precision, path,
                     config_record(config) if config else {"type": "Fp32DecoderExport"}, notes)

@@ -26,16 +26,21 @@ def _first_line(e: Exception) -> str:
     return (lines[0] if lines else type(e).__name__)[:240]
 
 
+def _interpreter_or_usage_error():
+    """(Interpreter class, runtime name) of the TFLite runtime at hand, or how to get one."""
+    from edgeify.runtimes.tflite_probe import _interpreter
+
+    try:
+        return _interpreter()
+    except ImportError:
+        raise UsageError("no TFLite runtime is installed; install one with: "
+                         "pip install 'edgeify[tflite]' (or tflite-runtime)") from None
+
+
 @register_runner(".tflite file (ai-edge-litert / tflite-runtime)", lambda p: p.is_file() and p.suffix == ".tflite")
 class TfliteRunner:
     def __init__(self, path: Path, threads: int):
-        from edgeify.runtimes.tflite_probe import _interpreter
-
-        try:
-            Interpreter, self.runtime = _interpreter()
-        except ImportError:
-            raise UsageError("no TFLite runtime is installed; install one with: "
-                             "pip install 'edgeify[tflite]' (or tflite-runtime)") from None
+        Interpreter, self.runtime = _interpreter_or_usage_error()
         path = Path(path)
         if path.stat().st_size < 8 or path.read_bytes()[4:8] != b"TFL3":
             raise EdgeifyError(f"{path}: not a TFLite flatbuffer (no TFL3 identifier)")
@@ -232,13 +237,7 @@ class TfliteDecoder:
     position sees them (causal mask)."""
 
     def __init__(self, path: Path, threads: int):
-        from edgeify.runtimes.tflite_probe import _interpreter
-
-        try:
-            Interpreter, self.runtime = _interpreter()
-        except ImportError:
-            raise UsageError("no TFLite runtime is installed; install one with: "
-                             "pip install 'edgeify[tflite]' (or tflite-runtime)") from None
+        Interpreter, self.runtime = _interpreter_or_usage_error()
         self.path = Path(path)
         try:
             self.interpreter = Interpreter(model_path=str(self.path), num_threads=threads)
