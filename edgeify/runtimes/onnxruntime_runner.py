@@ -78,9 +78,15 @@ class OnnxDecoder:
         self._runner = OnnxRuntimeRunner(path, threads)
         self.session = self._runner.session
         meta = self.session.get_modelmeta().custom_metadata_map
-        self.max_length = int(meta.get(META_MAX_LENGTH, 0)) or 2048
         inputs = self.session.get_inputs()
         self.past_names = [i.name for i in inputs if i.name.startswith("past_key_values.")]
+        other = [i.name for i in inputs if i.name != "input_ids" and i.name not in self.past_names]
+        if other or META_MAX_LENGTH not in meta:
+            # e.g. optimum's decoders, which also take attention_mask / position_ids
+            raise EdgeifyError(f"{path}: not an edgeify cached decoder (inputs besides input_ids and the "
+                               f"cache: {other or 'none'}; max_length in metadata: "
+                               f"{META_MAX_LENGTH in meta}); export it with edgeify")
+        self.max_length = int(meta[META_MAX_LENGTH])
         self.present_names = [n.replace("past_key_values.", "present.") for n in self.past_names]
         self._past_shapes = [(i.shape[1], i.shape[3]) for i in inputs if i.name in self.past_names]
         self._float = np.float32

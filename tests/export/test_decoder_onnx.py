@@ -106,3 +106,17 @@ def test_bad_sampling_values_are_usage_errors():
         Sampling(top_p=0)
     with pytest.raises(EdgeifyError, match="temperature must be >= 0"):
         Sampling(temperature=-1)
+
+
+def test_foreign_cached_onnx_is_refused_clearly(short_window, tmp_path):
+    """A past_key_values graph without edgeify's metadata (e.g. from optimum) is named, not
+    run with a guessed cache size."""
+    import onnx
+
+    _, art = short_window
+    model = onnx.load(art.path)
+    del model.metadata_props[:]
+    foreign = tmp_path / "foreign.onnx"
+    onnx.save_model(model, foreign)
+    with pytest.raises(EdgeifyError, match="not an edgeify cached decoder"):
+        open_decoder(foreign, 1)
