@@ -205,6 +205,9 @@ def run(config: RunConfig, log_fn: Callable[[str], None] = print) -> dict:
                                  n_wanted=n_wanted, text_column=config.text_column,
                                  label_column=config.label_column)
     lengths = lengths_for(config, backends, log_fn)
+    if config.max_length and family.cached_decoder and config.max_length < max(lengths):
+        raise UsageError(f"--max-length {config.max_length} is shorter than --seq-len {max(lengths)}: the "
+                         "decoders are evaluated on windows of --seq-len tokens, which must fit the cache")
     datas = {n: prepare(family, loaded.tokenizer, loaded.model.config.id2label, *examples,
                         seq_len=n, n_calibration=config.n_calibration, n_eval=config.n_eval,
                         seed=config.seed, n_train=config.n_train if config.compress and n == config.seq_len else 0)

@@ -209,3 +209,11 @@ def test_ctrl_c_during_export_leaves_nothing(tmp_path, starter_dir, labelled_csv
     assert "interrupted" in err
     _no_leftovers(tmp_path, "o")
 
+
+
+def test_max_length_shorter_than_seq_len_is_a_usage_error(tmp_path, starter_dir, capsys):
+    starter_dir("gpt-neo")
+    out = tmp_path / "out"
+    assert main(["gpt-neo", "-o", str(out), "--max-length", "16", *FAST]) == 2
+    assert "--max-length 16 is shorter than --seq-len 32" in capsys.readouterr().err
+    _no_leftovers(tmp_path, "out")

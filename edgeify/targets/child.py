@@ -81,10 +81,11 @@ def _generation(runner, feeds: dict, spec: dict) -> dict | None:
         decoder = TorchDecoder(runner.model, runner.threads)
     else:
         return None
-    prompt = [int(t) for t in feeds["input_ids"][0][: spec["prompt_tokens"]]]
-    runs = [generate(decoder, prompt, Sampling(max_new_tokens=spec["new_tokens"]))
-            for _ in range(spec.get("repeats", 2))]
-    return {"prompt_tokens": len(prompt), "new_tokens": spec["new_tokens"],
+    # a small cache (--max-length) gets a shorter run rather than an overflow
+    new = min(spec["new_tokens"], max(1, decoder.max_length // 2))
+    prompt = [int(t) for t in feeds["input_ids"][0][: min(spec["prompt_tokens"], decoder.max_length - new + 1)]]
+    runs = [generate(decoder, prompt, Sampling(max_new_tokens=new)) for _ in range(spec.get("repeats", 2))]
+    return {"prompt_tokens": len(prompt), "new_tokens": new,
             "prefill_tokens_per_s": round(max(r.prefill_tokens_per_s for r in runs), 1),
             "decode_tokens_per_s": round(max(r.decode_tokens_per_s for r in runs), 2),
             "runtime": decoder.runtime}
