@@ -64,9 +64,16 @@ def register_decoder(name: str, matches: Callable[[Path], bool]):
     return deco
 
 
+def _decoder_factory(path: Path) -> Callable[..., Decoder] | None:
+    """The factory of the first decoder kind whose predicate takes `path`. Asked once per
+    open: the ONNX predicate parses the whole file."""
+    if not path.exists():
+        return None
+    return next((factory for _, matches, factory in _DECODERS if matches(path)), None)
+
+
 def is_decoder(path: str | Path) -> bool:
-    path = Path(path)
-    return path.exists() and any(matches(path) for _, matches, _ in _DECODERS)
+    return _decoder_factory(Path(path)) is not None
 
 
 def open_decoder(path: str | Path, threads: int) -> Decoder:
@@ -74,9 +81,9 @@ def open_decoder(path: str | Path, threads: int) -> Decoder:
     path = Path(path)
     if not path.exists():
         raise UsageError(f"artifact not found: {path}")
-    for _, matches, factory in _DECODERS:
-        if matches(path):
-            return factory(path, threads)
+    factory = _decoder_factory(path)
+    if factory is not None:
+        return factory(path, threads)
     if path.is_dir() and (path / "config.json").exists():
         from edgeify.families import CAUSAL_LM
         from edgeify.families.loader import _family_of_dir
@@ -129,8 +136,9 @@ def open_runner(path: str | Path, threads: int) -> Runner:
     path = Path(path)
     if not path.exists():
         raise UsageError(f"artifact not found: {path}")
-    if is_decoder(path):
-        return DecoderRunner(open_decoder(path, threads))
+    decoder = _decoder_factory(path)
+    if decoder is not None:
+        return DecoderRunner(decoder(path, threads))
     for _, matches, factory in _OPENERS:
         if matches(path):
             return factory(path, threads)
