@@ -8,6 +8,7 @@ from edgeify import targets
 from edgeify.calibration.datasets import load_examples, prepare
 from edgeify.errors import EdgeifyError, UsageError
 from edgeify.evaluate import evaluate
+from edgeify.families import CAUSAL_LM
 from edgeify.runtimes import open_runner
 from edgeify.targets import local
 
@@ -25,8 +26,13 @@ def _reference_dir(artifact: Path, given: str | None) -> Path:
 
 def eval_artifact(artifact: str | Path, data: str, *, model_dir: str | None = None,
                   text_column: str | None = None, label_column: str | None = None,
-                  seq_len: int = 128, n_eval: int | None = None, threads: int | None = None) -> dict:
-    """Accuracy or perplexity of one artifact on a data file (`edgeify eval`)."""
+                  seq_len: int = 128, n_eval: int | None = None, threads: int | None = None,
+                  eval_context: int | None = None) -> dict:
+    """Accuracy or perplexity of one artifact on a data file (`edgeify eval`).
+
+    A causal LM's windows get `eval_context` preceding tokens (default seq_len), cut to
+    what the artifact takes: its cache, its position limit, a static shape's length.
+    """
     from transformers import AutoConfig, AutoTokenizer
 
     from edgeify import families
@@ -39,12 +45,20 @@ def eval_artifact(artifact: str | Path, data: str, *, model_dir: str | None = No
     tokenizer = AutoTokenizer.from_pretrained(ref)
     examples, desc = load_examples(family, data, synthetic_default=False, n_wanted=0,
                                    text_column=text_column, label_column=label_column)
+    context = 0
+    if family.task == CAUSAL_LM:
+        decoder = getattr(runner, "decoder", None)
+        limits = [getattr(config, "max_position_embeddings", None),
+                  decoder.max_length if decoder is not None else None,
+                  getattr(runner, "seq_len", None)]  # a static-shape file takes exactly its length
+        wanted = seq_len if eval_context is None else eval_context
+        context = max(0, min([wanted] + [n - seq_len for n in limits if n]))
     # no calibration set is needed here: all samples but one are evaluated
     prepared = prepare(family, tokenizer, config.id2label, examples, desc, seq_len=seq_len,
-                       n_calibration=1, n_eval=n_eval or len(examples))
+                       n_calibration=1, n_eval=n_eval or len(examples), context=context)
     result = evaluate(runner, prepared.evaluation, family.task)
     return {"artifact": str(artifact), "data": desc, "metric": result.as_dict(),
-            "runtime": runner.runtime}
+            "runtime": runner.runtime, **({"eval_context": context} if family.task == CAUSAL_LM else {})}
 
 
 def bench_artifact(artifact: str | Path, *, seq_len: int = 128, batch: int = 1, target: str = "host",

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING
 
 from edgeify import export
 from edgeify.evaluate import evaluate
+from edgeify.families import CAUSAL_LM
 from edgeify.runtimes import open_runner
 
 if TYPE_CHECKING:
@@ -19,11 +20,18 @@ if TYPE_CHECKING:
 
 
 def formats_for(asked: tuple[str, ...], target) -> tuple[str, ...]:
-    if not asked:
-        return target.formats[:1]  # each target lists its own format first
-    if asked == ("all",):
-        return tuple(f for f in export.formats() if f in target.formats)
-    return asked
+    """The formats to build: the asked ones (checked, so a bad ask is an error), or the
+    target's defaults / all it runs, less those whose backend is not installed here."""
+    if asked and asked != ("all",):
+        for fmt in asked:
+            target.check_format(fmt)
+            export.check_installed(export.get_backend(fmt))
+        return asked
+    wanted = target.default_formats if not asked else tuple(f for f in export.formats() if f in target.formats)
+    have = tuple(f for f in wanted if export.is_installed(export.get_backend(f)))
+    if not have:  # nothing installed: the first one's install hint is the error
+        export.check_installed(export.get_backend(wanted[0]))
+    return have
 
 
 def lengths_for(config: RunConfig, backends, log_fn) -> tuple[int, ...]:
@@ -35,6 +43,20 @@ def lengths_for(config: RunConfig, backends, log_fn) -> tuple[int, ...]:
                "e.g. tflite, get one file per length)")
         return (config.seq_len,)
     return (config.seq_len, *extra)
+
+
+def eval_context_for(config: RunConfig, family, model_config, backends, seq_len: int) -> int:
+    """Tokens of preceding text each LM evaluation window sees (sliding-window perplexity):
+    --eval-context, by default --seq-len (a stride of half the evaluated length, as in
+    HF's perplexity guide), cut so context + window fit the model's positions and every
+    decoder's cache. 0 for classification."""
+    if family.task != CAUSAL_LM:
+        return 0
+    wanted = seq_len if config.eval_context is None else config.eval_context
+    limits = [getattr(model_config, "max_position_embeddings", None), config.max_length]
+    if not config.max_length:
+        limits += [getattr(b, "decoder_default_length", None) for b in backends if is_decoder_run(b, family)]
+    return max(0, min([wanted] + [n - seq_len for n in limits if n]))
 
 
 def is_decoder_run(backend, family) -> bool:

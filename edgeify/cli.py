@@ -65,6 +65,10 @@ def cli():
 @click.option("--formats", help="Comma-separated export formats (onnx, openvino, tflite), or 'all' [default: onnx, "
                                  "or the target's own format].")
 @click.option("--target", default="host", show_default=True, help="Hardware target (see `edgeify targets`).")
+@click.option("--plan", "plan_only", is_flag=True, help="Print what would be built for --target (formats, "
+              "precisions, threads, lengths) and what is refused and why, then stop; loads no weights.")
+@click.option("--max-memory-mb", type=click.FloatRange(1), help="Refuse artifacts whose weights plus runtime "
+              "need more memory than this [default: the target's memory].")
 @click.option("--data", help="Eval/calibration data: .csv/.tsv/.jsonl (text + label), .txt (LM), hub:PATH[@CONFIG][:SPLIT], or 'synthetic'.")
 @click.option("--text-column", help="Text column (default: first of sentence, text, content, review, tweet).")
 @click.option("--label-column", help="Label column (default: first of label, labels, sentiment, class).")
@@ -99,12 +103,16 @@ def cli():
 @click.option("--max-length", type=click.IntRange(2), help="Causal LMs: tokens (prompt + generated) the "
               "exported decoders' key/value cache holds [default: 512 for TFLite, which allocates it up "
               "front; the model's position limit for ONNX and OpenVINO].")
+@click.option("--eval-context", type=click.IntRange(0), help="Causal LMs: tokens of preceding text each "
+              "perplexity window sees, unscored (sliding-window perplexity) [default: --seq-len, cut to "
+              "what the model and the decoders' cache hold; 0 scores each window from an empty cache].")
 @click.option("--resume", is_flag=True, help="Continue an interrupted --distill/--prune run from its last "
               "epoch checkpoint (kept beside the output directory until the run succeeds).")
 @debug_option
 def run_cmd(model, int8, formats, target, data, text_column, label_column, seq_lens, n_calibration,
             n_eval, max_accuracy_drop, out_dir, force, bench_seconds, bench_rounds, distill, student_layers,
-            student_hidden, epochs, prune, trim_vocab, train_samples, max_length, resume, debug):
+            student_hidden, epochs, prune, trim_vocab, train_samples, max_length, eval_context, resume, plan_only,
+            max_memory_mb, debug):
     from edgeify import compress
     from edgeify.pipeline import RunConfig, run
 
@@ -120,7 +128,12 @@ def run_cmd(model, int8, formats, target, data, text_column, label_column, seq_l
                        n_calibration=n_calibration, n_eval=n_eval, out_dir=out_dir, force=force,
                        max_accuracy_drop=max_accuracy_drop, bench_seconds=bench_seconds,
                        bench_rounds=bench_rounds, compress=stages, n_train=train_samples, resume=resume,
-                       max_length=max_length)
+                       max_length=max_length, eval_context=eval_context, max_memory_mb=max_memory_mb)
+    if plan_only:
+        from edgeify.pipeline import plan_only as print_plan
+
+        print_plan(config, log_fn=click.echo)
+        return
     run(config, log_fn=lambda msg: click.echo(msg, err=False))
 
 
@@ -150,14 +163,17 @@ def targets_cmd(as_json, debug):
 @click.option("--label-column")
 @click.option("--seq-len", default=128, show_default=True, type=click.IntRange(8, 4096))
 @click.option("--n-eval", type=click.IntRange(1), help="Evaluate at most this many samples [default: all].")
+@click.option("--eval-context", type=click.IntRange(0), help="Causal LMs: preceding tokens each window "
+              "sees, unscored [default: --seq-len, cut to what the artifact holds].")
 @click.option("--threads", type=click.IntRange(1), help="Threads [default: the host target's].")
 @debug_option
-def eval_cmd(artifact, data, model_dir, text_column, label_column, seq_len, n_eval, threads, debug):
+def eval_cmd(artifact, data, model_dir, text_column, label_column, seq_len, n_eval, eval_context, threads, debug):
     """Accuracy (or perplexity) of ARTIFACT on --data."""
     from edgeify.artifact import eval_artifact
 
     result = eval_artifact(artifact, data, model_dir=model_dir, text_column=text_column,
-                           label_column=label_column, seq_len=seq_len, n_eval=n_eval, threads=threads)
+                           label_column=label_column, seq_len=seq_len, n_eval=n_eval, threads=threads,
+                           eval_context=eval_context)
     click.echo(json.dumps(result, indent=2))
 
 

@@ -30,10 +30,40 @@ def _log_softmax(x: np.ndarray) -> np.ndarray:
     return x - np.log(np.exp(x).sum(axis=-1, keepdims=True))
 
 
-def _next_token_nll(logits: np.ndarray, ids: np.ndarray) -> np.ndarray:
-    """Negative log-likelihood of each next token: (samples, seq - 1)."""
-    logp = _log_softmax(logits[:, :-1].astype(np.float64))
-    return -np.take_along_axis(logp, ids[:, 1:, None], axis=-1)[..., 0]
+def _next_token_nll(logits: np.ndarray, ids: np.ndarray, context: int = 0) -> np.ndarray:
+    """Negative log-likelihood of each scored token: the tokens after `context`, the
+    first of them only when some context predicts it. (samples, seq - 1) without context,
+    (samples, seq - context) with it."""
+    first = context - 1 if context else 0
+    logp = _log_softmax(logits[:, first:-1].astype(np.float64))
+    return -np.take_along_axis(logp, ids[:, first + 1:, None], axis=-1)[..., 0]
+
+
+def _lm_pieces(batch: Batch, rows: np.ndarray):
+    """Feeds for the LM rows `rows`, their evaluation context prepended (see
+    calibration.tokenize.with_context): (feeds, context length) per run of consecutive
+    rows whose context is equally long, so each run is one rectangular batch."""
+    feeds = {k: v[rows] for k, v in batch.inputs.items()}
+    if "context" not in batch.meta:
+        yield feeds, 0
+        return
+    ctx, lens = batch.meta["context"][rows], batch.meta["context_len"][rows]
+    start = 0
+    while start < len(rows):
+        stop = start + 1
+        while stop < len(rows) and lens[stop] == lens[start]:
+            stop += 1
+        c = int(lens[start])
+        piece = {}
+        for name, value in feeds.items():
+            if name == "input_ids":
+                piece[name] = np.concatenate([ctx[start:stop, ctx.shape[1] - c:], value[start:stop]], axis=1)
+            elif name == "attention_mask":
+                piece[name] = np.ones((stop - start, c + value.shape[1]), dtype=value.dtype)
+            else:
+                raise ValueError(f"cannot prepend evaluation context to input {name!r}")
+        yield piece, c
+        start = stop
 
 
 def evaluate(runner, batch: Batch, task: str, batch_size: int = 16, desc: str | None = None) -> EvalResult:
@@ -47,20 +77,24 @@ def evaluate(runner, batch: Batch, task: str, batch_size: int = 16, desc: str | 
     correct = 0
     with tqdm(total=n, desc=desc or "evaluating", unit="sample", leave=False, mininterval=1.0) as bar:
         for start in range(0, n, batch_size):
+            if task == CAUSAL_LM:
+                for feeds, c in _lm_pieces(batch, np.arange(start, min(start + batch_size, n))):
+                    logits = runner.run(feeds)
+                    per_sample = _next_token_nll(logits, feeds["input_ids"], c)
+                    nll += float(per_sample.sum())
+                    count += per_sample.size
+                    logits = logits[:, c:]  # the window's own positions: comparable across contexts
+                    # a copy, so the context's logits are not kept alive with the probe
+                    probes.append(logits[: max(0, PROBE - sum(len(p) for p in probes))].copy())
+                    preds.append(logits.argmax(-1))
+                    bar.update(len(logits))
+                continue
             feeds = batch.rows(start, start + batch_size)
             logits = runner.run(feeds)
-            have = sum(len(p) for p in probes)
-            if have < PROBE:
-                probes.append(logits[: PROBE - have])
-            if task == CAUSAL_LM:
-                per_sample = _next_token_nll(logits, feeds["input_ids"])
-                nll += float(per_sample.sum())
-                count += per_sample.size
-                preds.append(logits.argmax(-1))
-            else:
-                p = logits.argmax(-1)
-                preds.append(p)
-                correct += int((p == batch.labels[start:start + batch_size]).sum())
+            probes.append(logits[: max(0, PROBE - sum(len(p) for p in probes))])
+            p = logits.argmax(-1)
+            preds.append(p)
+            correct += int((p == batch.labels[start:start + batch_size]).sum())
             bar.update(len(logits))
     predictions = np.concatenate(preds)
     probe_logits = np.concatenate(probes)
@@ -99,7 +133,8 @@ def scorer(batch: Batch, task: str, reference: float, batch_size: int = 16):
 
     Accuracy: percent correct, so the drop is in accuracy points. Perplexity: -100 x
     perplexity / `reference`, so a drop of 1 is a 1% perplexity increase over the
-    reference (every LM window has the same length, so per-window means average exactly).
+    reference (every LM window scores the same number of tokens, but for one at the start
+    of the stream with no context, so per-window means average all but exactly).
     Returns `score(run, indices) -> (score, per-sample scores)`.
     """
 
@@ -111,12 +146,14 @@ def scorer(batch: Batch, task: str, reference: float, batch_size: int = 16):
         per: list[float] = []
         for start in range(0, len(idx), batch_size):
             chunk = idx[start:start + batch_size]
+            if task == CAUSAL_LM:
+                for feeds, c in _lm_pieces(batch, chunk):
+                    logits = np.asarray(run(feeds))
+                    per.extend(_next_token_nll(logits, feeds["input_ids"], c).mean(axis=1).tolist())
+                continue
             feeds = {k: v[chunk] for k, v in batch.inputs.items()}
             logits = np.asarray(run(feeds))
-            if task == CAUSAL_LM:
-                per.extend(_next_token_nll(logits, feeds["input_ids"]).mean(axis=1).tolist())
-            else:
-                per.extend((100.0 * (logits.argmax(-1) == batch.labels[chunk])).tolist())
+            per.extend((100.0 * (logits.argmax(-1) == batch.labels[chunk])).tolist())
         if task == CAUSAL_LM:
             total = -100.0 * math.exp(float(np.mean(per))) / reference
             per = [-100.0 * math.exp(v) / reference for v in per]

@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Callable
 
 from edgeify import compress as compress_mod, export, report as report_mod, staging, targets
-from edgeify.build import build_format, formats_for, lengths_for
+from edgeify.build import build_format, eval_context_for, formats_for, is_decoder_run, lengths_for
 from edgeify.calibration.datasets import DEFAULT_N_EVAL, load_examples, prepare
 from edgeify.errors import UsageError
 from edgeify.evaluate import evaluate, metric_delta, metric_drop, parity, scorer
 from edgeify.families import CAUSAL_LM, loader
 from edgeify.runtimes.torch_runner import TorchRunner
-from edgeify.targets import local
+from edgeify.targets import local, planner
 
 log = logging.getLogger(__name__)
 DEFAULT_BUDGET = 1.0
@@ -48,6 +48,7 @@ class RunConfig:
     # None: select within DEFAULT_BUDGET; given: formats with an accuracy-controlled
     # quantizer (OpenVINO) also run it with this bound.
     max_accuracy_drop: float | None = None
+    max_memory_mb: float | None = None  # refuse artifacts whose weights + runtime need more
     seed: int = 0
     # compression stages before export (compress.Distill / Prune / TrimVocab configs), run
     # in compress.ORDER on up to n_train rows that are neither evaluated nor calibrated on
@@ -60,6 +61,9 @@ class RunConfig:
     # causal LMs: tokens a cached decoder holds (TFLite allocates them up front; default
     # 512 there, the model's position limit elsewhere), and the generation timed per model
     max_length: int | None = None
+    # causal LMs: preceding tokens each evaluation window is given, unscored (sliding-window
+    # perplexity); None = --seq-len, cut to what the model and its caches hold
+    eval_context: int | None = None
     generate_prompt: int = 64
     generate_tokens: int = 32
 
@@ -119,6 +123,12 @@ def _select_int8(entries: list[dict], budget: float, metric: str) -> dict | None
     return {"chosen": best["path"], "reason": reason, "budget": budget}
 
 
+def _plan_refusal(plan: planner.Plan, entry: dict) -> str | None:
+    """The plan's reason against an artifact's precision class (e.g. over the memory budget)."""
+    kind = "int8" if entry["precision"].startswith("int") else entry["precision"].split("-")[0]
+    return dict(plan.refused).get(f"{entry['format']} {kind}")
+
+
 def _weights_size(model_dir: Path) -> int:
     return (sum(p.stat().st_size for p in model_dir.glob("*.safetensors"))
             or sum(p.stat().st_size for p in model_dir.glob("*.bin")))
@@ -135,7 +145,7 @@ def _stage_data(data, examples) -> "compress_mod.StageData":
 
 
 def _compress(loaded, family, examples, data, config: RunConfig, threads: int, final: Path,
-              out: Path, log_fn) -> tuple:
+              out: Path, context: int, log_fn) -> tuple:
     """Run the compression stages; save and evaluate each stage's model.
 
     Returns [(stage dir, its data)] to time, report rows (no timings yet), the last stage,
@@ -160,7 +170,7 @@ def _compress(loaded, family, examples, data, config: RunConfig, threads: int, f
         stage.tokenizer.save_pretrained(path)
         stage_prepared = data if stage.tokenizer is loaded.tokenizer else prepare(
             family, stage.tokenizer, stage.model.config.id2label, *examples, seq_len=config.seq_len,
-            n_calibration=config.n_calibration, n_eval=config.n_eval, seed=config.seed)
+            n_calibration=config.n_calibration, n_eval=config.n_eval, seed=config.seed, context=context)
         result = evaluate(TorchRunner(stage.model, threads, family=family), stage_prepared.evaluation,
                           family.task, config.eval_batch_size, desc=f"pytorch {stage.name}")
         timed.append((path, stage_prepared))
@@ -172,14 +182,45 @@ def _compress(loaded, family, examples, data, config: RunConfig, threads: int, f
     return timed, rows, stages[-1], timed[-1][1], result
 
 
+def _menu(backend, family, int8: bool) -> tuple[str, ...]:
+    """The precision classes a format's backend builds for this family (planner.BYTES_PER_WEIGHT)."""
+    if is_decoder_run(backend, family):
+        configs = [type(c).__name__ + repr(c) for c in backend.decoder_configs(family, int8)]
+        return ("fp32", *(["fp16"] if any("Fp16" in c for c in configs) else []),
+                *(["int8"] if int8 else []), *(["int4"] if any("bits=4" in c or "Int4" in c or "int4" in c
+                                                              for c in configs) else []))
+    return ("fp32", *(["fp16"] if backend.float_configs(family) else []), *(["int8"] if int8 else []))
+
+
+def make_plan(config: RunConfig, family, params: int) -> planner.Plan:
+    """What the run builds for its target, and what it refuses, with the reasons."""
+    target = targets.get(config.target)
+    all_backends = {f: export.get_backend(f) for f in export.formats()}
+    lengths = (config.seq_len, *dict.fromkeys(n for n in config.extra_seq_lens if n != config.seq_len))
+    return planner.make_plan(target, targets.get("host"), asked_formats=config.formats,
+                             installed={f: export.is_installed(b) for f, b in all_backends.items()},
+                             menu={f: _menu(b, family, config.int8) for f, b in all_backends.items()},
+                             params=params, seq_lens=lengths,
+                             static_formats=tuple(f for f, b in all_backends.items() if b.static_shapes),
+                             max_memory_mb=config.max_memory_mb)
+
+
+def plan_only(config: RunConfig, log_fn: Callable[[str], None] = print) -> planner.Plan:
+    """`--plan`: the plan from the model's config alone; nothing is loaded, built or written."""
+    formats_for(config.formats, targets.get(config.target))  # an impossible --formats is an error here too
+    family, params, source = loader.peek_size(config.model)
+    log_fn(f"{config.model}: {family.name} ({family.task}), ~{params:,} parameters (config: {source})")
+    plan = make_plan(config, family, params)
+    for line in plan.lines():
+        log_fn(line)
+    return plan
+
+
 def run(config: RunConfig, log_fn: Callable[[str], None] = print) -> dict:
     target = targets.get(config.target)
     # a device we cannot time from here is run with this host's threads, and says so
     threads = target.threads if target.measured else targets.get("host").threads
     backends = [export.get_backend(f) for f in formats_for(config.formats, target)]
-    for backend in backends:
-        target.check_format(backend.name)
-        export.check_installed(backend)
     bad = [n for n in (config.seq_len, *config.extra_seq_lens) if n < 8]
     if bad:
         raise UsageError(f"--seq-len must be at least 8, got {bad[0]}")
@@ -196,6 +237,9 @@ def run(config: RunConfig, log_fn: Callable[[str], None] = print) -> dict:
     loaded = loader.resolve(config.model, log_fn=log_fn)
     family = loaded.family
     log_fn(f"      {family.name} ({family.task}), {loaded.params:,} parameters, source: {loaded.source}")
+    plan = make_plan(config, family, loaded.params)
+    for line in plan.lines():
+        log_fn("      " + line)
 
     log_fn("[2/5] reading data")
     if examples is None:
@@ -208,9 +252,11 @@ def run(config: RunConfig, log_fn: Callable[[str], None] = print) -> dict:
     if config.max_length and family.cached_decoder and config.max_length < max(lengths):
         raise UsageError(f"--max-length {config.max_length} is shorter than --seq-len {max(lengths)}: the "
                          "decoders are evaluated on windows of --seq-len tokens, which must fit the cache")
+    contexts = {n: eval_context_for(config, family, loaded.model.config, backends, n) for n in lengths}
     datas = {n: prepare(family, loaded.tokenizer, loaded.model.config.id2label, *examples,
                         seq_len=n, n_calibration=config.n_calibration, n_eval=config.n_eval,
-                        seed=config.seed, n_train=config.n_train if config.compress and n == config.seq_len else 0)
+                        seed=config.seed, n_train=config.n_train if config.compress and n == config.seq_len else 0,
+                        context=contexts[n])
              for n in lengths}
     data = datas[config.seq_len]
     if config.compress and data.training is None:
@@ -244,15 +290,15 @@ def run(config: RunConfig, log_fn: Callable[[str], None] = print) -> dict:
         exported_results = base_results
         if config.compress:
             stage_timed, stage_rows, last, last_data, last_result = _compress(
-                loaded, family, examples, data, config, threads, final, out, log_fn)
+                loaded, family, examples, data, config, threads, final, out, contexts[config.seq_len], log_fn)
             # exported artifacts are checked against the compressed model, at its length only
             exported_results = {config.seq_len: last_result}
             model = last.model
             if last.tokenizer is not loaded.tokenizer:  # --trim-vocab: same text, new ids
                 art_datas = {n: last_data if n == config.seq_len else prepare(
                     family, last.tokenizer, model.config.id2label, *examples, seq_len=n,
-                    n_calibration=config.n_calibration, n_eval=config.n_eval, seed=config.seed)
-                    for n in lengths}
+                    n_calibration=config.n_calibration, n_eval=config.n_eval, seed=config.seed,
+                    context=contexts[n]) for n in lengths}
 
         # For accuracy-controlled quantization: the same evaluation set and metric as the
         # report, as a higher-is-better score (see evaluate.scorer).
@@ -303,7 +349,7 @@ def run(config: RunConfig, log_fn: Callable[[str], None] = print) -> dict:
                           base_results[n], base_benches[n], art.config, art.notes, exported_results.get(n))
                    for (art, result, n), bench in zip(evaluated, timings)]
         for entry in entries:
-            reason = target.refusal(entry["format"], entry.get("notes", {}))
+            reason = target.refusal(entry["format"], entry.get("notes", {})) or _plan_refusal(plan, entry)
             if reason:
                 entry["refused"] = reason
                 log_fn(f"      {target.name} refuses {entry['path']}: {reason}")
@@ -324,6 +370,7 @@ def run(config: RunConfig, log_fn: Callable[[str], None] = print) -> dict:
             "data": {"eval": data.description, "n_eval": len(data.evaluation),
                      "n_calibration": len(data.calibration), "seq_len": config.seq_len,
                      "seq_lens": list(lengths),
+                     **({"eval_context": contexts[config.seq_len]} if family.task == CAUSAL_LM else {}),
                      **({"labels": data.labels} if data.labels else {})},
             "target": {"name": target.name, "description": target.description,
                        "threads": target.threads, "measured": target.measured, "timing_threads": threads,
@@ -336,6 +383,7 @@ def run(config: RunConfig, log_fn: Callable[[str], None] = print) -> dict:
             "stages": stage_rows,
             "artifacts": entries,
             "selection": selection,
+            "plan": asdict(plan),
             "versions": versions,
         }
         report_mod.write(rep, out)

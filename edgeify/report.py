@@ -115,7 +115,9 @@ def markdown(report: dict) -> str:
                   f"{held.get('value')}). Use a real checkpoint for real numbers.", ""]
     lines += [
         f"- model: `{m['id']}` ({m['family']}, {m['task']}, {m['params']:,} parameters, source: {m['source']})",
-        f"- data: {d['eval']} — {d['n_eval']} evaluation / {d['n_calibration']} calibration samples, seq len {d['seq_len']}",
+        f"- data: {d['eval']} — {d['n_eval']} evaluation / {d['n_calibration']} calibration samples, seq len {d['seq_len']}"
+        + (f"; perplexity over each window after {d['eval_context']} unscored tokens of the text before it "
+           "(sliding window)" if d.get("eval_context") else ""),
         f"- target: `{t['name']}` — {t['description']}, {t['threads']} threads; CPU: {t['cpu']}",
         f"- latency: batch 1, seq {'/'.join(map(str, d.get('seq_lens') or [d['seq_len']]))}, {where}",
         *_generation_line(report),

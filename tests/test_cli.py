@@ -48,6 +48,8 @@ def test_end_to_end_int8_report(family, tmp_path, starter_dir, capsys):
             gen = entry["generation"]
             assert gen["new_tokens"] == 32 and gen["decode_tokens_per_s"] > 0 and gen["prefill_tokens_per_s"] > 0
         assert "decode tok/s" in (out / "report.md").read_text()
+        # sliding-window perplexity: each window after --seq-len tokens of the text before it
+        assert report["data"]["eval_context"] == 32 and "sliding window" in (out / "report.md").read_text()
     else:
         assert precisions == ["fp32", "int8-dynamic", "int8-static"]
     for entry in [report["baseline"], *report["artifacts"]]:
@@ -114,7 +116,7 @@ def test_unknown_format_and_target(tmp_path, capsys):
     assert main(["electra", "--formats", "pdf", "-o", str(tmp_path / "o")]) == 2
     assert "accepted formats are onnx" in capsys.readouterr().err
     assert main(["electra", "--target", "toaster", "-o", str(tmp_path / "o")]) == 2
-    assert "unknown target 'toaster'; accepted: host" in capsys.readouterr().err
+    assert "unknown target 'toaster'; accepted: android-arm64, host" in capsys.readouterr().err
     _no_leftovers(tmp_path, "o")
 
 

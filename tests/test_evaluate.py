@@ -121,6 +121,51 @@ def test_perplexity_equals_hf_loss_for_gpt_neo_starter(starter_dir):
     assert res.n == 10 and res.predictions.shape == (10, 48)
 
 
+def test_sliding_window_perplexity_equals_hf_loss_on_the_scored_tokens(starter_dir):
+    """With context, perplexity is HF's loss over each window's own tokens (labels -100 on
+    the context), the first token of the window scored too; the probe logits and
+    predictions are the window's positions only, whatever the context."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from edgeify import families
+    from edgeify.calibration import synthetic
+    from edgeify.calibration.tokenize import encode_language_model, with_context
+    from edgeify.evaluate import scorer
+    from edgeify.runtimes import open_runner
+
+    path = starter_dir("gpt-neo")
+    family = families.get("gpt-neo")
+    tok = AutoTokenizer.from_pretrained(str(path))
+    windows = encode_language_model(tok, synthetic.paragraphs(30, seed=778), 32, family.onnx_inputs)
+    idx = [5, 0, 7, 1, 9]  # window 0 has no context, window 1 only 32 tokens
+    batch = with_context(windows, idx, 48)
+    assert batch.meta["context_len"].tolist() == [48, 0, 48, 32, 48]
+    runner = open_runner(path, threads=2)
+    res = evaluate(runner, batch, CAUSAL_LM, batch_size=4)
+
+    stream = torch.from_numpy(windows.meta["stream"])
+    nll, count = 0.0, 0
+    with torch.no_grad():
+        for i, c in zip(idx, batch.meta["context_len"].tolist()):
+            ids = stream[i * 32 - c:(i + 1) * 32][None]
+            labels = ids.clone()
+            labels[:, :c] = -100  # context is conditioned on, not scored
+            n = 31 if c == 0 else 32
+            nll += runner.model(input_ids=ids, labels=labels).loss.item() * n
+            count += n
+    assert count == 31 + 4 * 32
+    assert res.value == pytest.approx(math.exp(nll / count), rel=1e-3)
+    assert res.predictions.shape == (5, 32) and res.probe_logits.shape[:2] == (5, 32)
+    plain = evaluate(runner, with_context(windows, idx, 0), CAUSAL_LM)
+    # the context reached the model: the window's logits changed (window 0 has none)
+    assert np.abs(res.probe_logits[0] - plain.probe_logits[0]).max() > 1e-2
+    np.testing.assert_allclose(res.probe_logits[1], plain.probe_logits[1], atol=1e-4)
+    # the accuracy-controlled quantizers' score sees the same context
+    total, per = scorer(batch, CAUSAL_LM, reference=res.value)(runner.run, list(range(5)))
+    assert len(per) == 5 and total == pytest.approx(-100.0, rel=0.02)
+
+
 def _result(preds, probe, value=0.0):
     return EvalResult("accuracy", value, len(preds), np.asarray(preds), np.asarray(probe, dtype=np.float32))
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from edgeify.calibration import synthetic
 from edgeify.calibration.readers import Example, map_labels, read_examples
 from edgeify.calibration.splits import DEFAULT_SEED, split_examples
-from edgeify.calibration.tokenize import Batch, encode_classification, encode_language_model
+from edgeify.calibration.tokenize import Batch, encode_classification, encode_language_model, with_context
 from edgeify.errors import UsageError
 from edgeify.families import CAUSAL_LM
 
@@ -85,8 +85,11 @@ def load_examples(family, data: str | None, *, synthetic_default: bool, n_wanted
 
 def prepare(family, tokenizer, id2label: dict | None, examples: list[Example], desc: str, *,
             seq_len: int, n_calibration: int, n_eval: int | None,
-            seed: int = DEFAULT_SEED, n_train: int = 0) -> Prepared:
-    """Tokenize and split: evaluation, calibration and training sets never overlap."""
+            seed: int = DEFAULT_SEED, n_train: int = 0, context: int = 0) -> Prepared:
+    """Tokenize and split: evaluation, calibration and training sets never overlap.
+
+    `context` (causal LM): stream tokens each evaluation window sees before it (unscored).
+    """
     task = family.task
     n_eval = n_eval or DEFAULT_N_EVAL[task]
     if task == CAUSAL_LM:
@@ -97,7 +100,8 @@ def prepare(family, tokenizer, id2label: dict | None, examples: list[Example], d
         split = split_examples(list(range(len(windows))), n_calibration, n_eval, seed)
         pick = lambda idx: Batch({k: v[idx] for k, v in windows.inputs.items()})  # noqa: E731
         training = pick(split.rest[:n_train]) if n_train and split.rest else None
-        return Prepared(pick(split.calibration), pick(split.evaluation), desc, None, training)
+        return Prepared(pick(split.calibration), with_context(windows, split.evaluation, context),
+                        desc, None, training)
 
     id2label = {int(k): v for k, v in (id2label or {}).items()}
     ids = map_labels(examples, id2label, desc)

@@ -42,6 +42,8 @@ def encode_language_model(tokenizer, texts: list[str], seq_len: int,
     """Concatenate the text and cut it into full windows of seq_len tokens.
 
     Every window is full, so perplexity counts every token once and no padding is scored.
+    The whole token stream is kept in meta["stream"] (window i starts at i x seq_len), so
+    the evaluation windows can be given the text before them (`with_context`).
     """
     eos = tokenizer.eos_token_id
     ids: list[int] = []
@@ -54,4 +56,29 @@ def encode_language_model(tokenizer, texts: list[str], seq_len: int,
     inputs = {"input_ids": arr}
     if "attention_mask" in input_names:
         inputs["attention_mask"] = np.ones_like(arr)
-    return Batch(inputs)
+    return Batch(inputs, meta={"stream": np.asarray(ids, dtype=np.int64)})
+
+
+def with_context(windows: Batch, idx: list[int], context: int) -> Batch:
+    """The windows `idx` of `windows`, each with up to `context` stream tokens before it.
+
+    Sliding-window perplexity: a window scored from an empty cache predicts its first
+    tokens blind, which overstates perplexity and hides how a model uses longer context.
+    The context is conditioned on, never scored, so it may come from any split without
+    leaking evaluation text into training. meta["context"] holds it right-aligned,
+    meta["context_len"] how much is real (less only near the start of the stream).
+    """
+    picked = Batch({k: v[idx] for k, v in windows.inputs.items()})
+    if context <= 0:
+        return picked
+    seq_len = windows.inputs["input_ids"].shape[1]
+    stream = windows.meta["stream"]
+    ctx = np.zeros((len(idx), context), dtype=np.int64)
+    lens = np.zeros(len(idx), dtype=np.int64)
+    for row, i in enumerate(idx):
+        start = int(i) * seq_len
+        n = min(context, start)
+        ctx[row, context - n:] = stream[start - n:start]
+        lens[row] = n
+    picked.meta.update(context=ctx, context_len=lens)
+    return picked

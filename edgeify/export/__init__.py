@@ -89,6 +89,12 @@ def get_backend(name: str) -> Backend:
     return _BACKENDS[name]()
 
 
+def is_installed(backend: Backend) -> bool:
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in backend.requires)
+
+
 def check_installed(backend: Backend) -> None:
     """Fail before any work when an optional runtime is missing, naming the fix."""
     import importlib.util

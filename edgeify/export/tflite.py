@@ -327,13 +327,15 @@ class TfliteBackend:
     def int8_configs(self, family, max_accuracy_drop: float | None = None) -> list:
         return [DynamicInt8(), StaticInt8()]
 
+    decoder_default_length = 512  # cache slots, allocated up front, when --max-length is not given
+
     def export_decoder(self, model, family, out_dir: Path, max_length: int | None = None,
                        prefill_len: int | None = None) -> Artifact:
         """Prefill (prefill_len tokens, the run's --seq-len) and decode signatures over a
-        cache of max_length slots, allocated up front: 512 unless asked."""
+        cache of max_length slots."""
         from edgeify.export.tflite_decoder import export_decoder
 
-        return export_decoder(model, family, out_dir, prefill_len or 128, max_length or 512)
+        return export_decoder(model, family, out_dir, prefill_len or 128, max_length or self.decoder_default_length)
 
     def decoder_configs(self, family, int8: bool) -> list:
         """Dynamic-range int8 and blockwise int4 weights (int8 / int4 x float activations,

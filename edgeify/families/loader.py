@@ -120,3 +120,31 @@ def resolve(spec: str, log_fn: Callable[[str], None] = print, allow_starter: boo
             f"unknown model {spec!r}: not a family ({', '.join(families.names())}), not a local "
             f"directory, and not loadable from the hub ({str(e).splitlines()[0][:160]})"
         ) from None
+
+
+def peek_size(spec: str) -> tuple[families.Family, int, str]:
+    """Family, parameter count and where the config came from, without loading weights
+    (for `--plan`): a local dir's config, the hub's (cached or online), else the starter's."""
+    import torch
+    from transformers import AutoConfig
+
+    path = Path(spec).expanduser()
+    family = peek_family(spec)
+    config, source = None, ""
+    if path.is_dir():
+        config, source = AutoConfig.from_pretrained(str(path)), str(path)
+    else:
+        model_id = family.default_checkpoint if family is not None else spec
+        try:
+            config, source = AutoConfig.from_pretrained(model_id), model_id
+        except OSError:
+            if family is None:
+                raise UsageError(f"unknown model {spec!r}: not a family ({', '.join(families.names())}), "
+                                 "not a local directory, and its config is not on the hub or cached") from None
+            config_cls, _ = family.transformers_classes()
+            config, source = config_cls(**family.starter_config), "offline starter (hub not reachable)"
+    family = family or families.for_model_type(config.model_type)
+    _, model_cls = family.transformers_classes()
+    with torch.device("meta"):
+        params = sum(p.numel() for p in model_cls(config).parameters())
+    return family, params, source

@@ -1,15 +1,20 @@
 """Hardware targets: what a run is tuned for and timed on.
 
-`host` is the machine edgeify runs on. `x86-avx2` is the same machine with the CPU's
-instruction set capped at AVX2 for the runtimes that honour a cap, so an AVX2-only
-server (no AVX-512, no VNNI) is timed for real rather than guessed. `rpi4` / `rpi5` are
-Raspberry Pis: edgeify cannot time them from here (latency in the report is this host's,
-and says so), but it refuses any TFLite file their runtime cannot load or computes wrongly.
+Each target is a data file in profiles/ (one TOML per device: cores, ISA, memory,
+bandwidth, peak rates, runtimes and formats, and where the numbers come from); adding a
+device is adding a file. `host` is the machine edgeify runs on, its zeros read off it.
+`x86-avx2` is this machine with the CPU's instruction set capped at AVX2 for the runtimes
+that honour a cap, so it is timed for real. A device edgeify cannot time from here (a
+Raspberry Pi, a phone) gets this host's latency plus a roofline estimate for the device,
+labelled as such; it still refuses any TFLite file the device's runtime cannot load.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import tomllib
+from dataclasses import dataclass, field, replace
+from functools import lru_cache
+from pathlib import Path
 
 from edgeify.errors import UsageError
 
@@ -27,6 +32,22 @@ class Target:
     refused: tuple[tuple[str, str], ...] = ()
     # The TFLite runtime the device has (a key of runtimes.tflite_ops.TABLES), or "".
     tflite_runtime: str = ""
+    aliases: tuple[str, ...] = ()
+    arch: str = ""
+    cores: int = 0
+    isa: tuple[str, ...] = ()       # the features that decide speed: dotprod, fp16, avx512_vnni, ...
+    memory_mb: int = 0
+    bandwidth_gbs: float = 0.0      # 0: not known yet (the host's is measured when needed)
+    # peak rates in G ops/s for the whole device, by compute precision (fp32, fp16, bf16,
+    # int8); missing = no native support (runs at another precision's rate)
+    peak_gops: dict[str, float] = field(default_factory=dict)
+    runtimes: tuple[str, ...] = ()
+    sources: tuple[str, ...] = ()
+    default_formats: tuple[str, ...] = ()  # built when the user names none
+
+    def __post_init__(self):
+        if not self.default_formats:
+            object.__setattr__(self, "default_formats", self.formats[:1])
 
     def check_format(self, fmt: str) -> None:
         if fmt not in self.formats:
@@ -54,70 +75,115 @@ class Target:
         return None
 
 
+PROFILES = Path(__file__).parent / "profiles"
+
+
 def _cores() -> int:
     import psutil
 
     return psutil.cpu_count(logical=False) or psutil.cpu_count() or 1
 
 
-def _host() -> Target:
+def _memory_mb() -> int:
+    import psutil
+
+    return int(psutil.virtual_memory().total / 2**20)
+
+
+def _load(path: Path) -> Target:
+    with open(path, "rb") as f:
+        data = tomllib.load(f)
+    try:
+        return Target(
+            name=data["name"], description=data["description"], threads=int(data["threads"]),
+            formats=tuple(data["formats"]), measured=bool(data["measured"]),
+            env=tuple(tuple(pair) for pair in data.get("env", ())),
+            refused=tuple(data.get("refused", {}).items()), tflite_runtime=data.get("tflite_runtime", ""),
+            aliases=tuple(data.get("aliases", ())), arch=data.get("arch", ""), cores=int(data["cores"]),
+            isa=tuple(data.get("isa", ())), memory_mb=int(data.get("memory_mb", 0)),
+            bandwidth_gbs=float(data.get("bandwidth_gbs", 0.0)),
+            peak_gops={k: float(v) for k, v in data.get("peak_gops", {}).items() if v},
+            runtimes=tuple(data.get("runtimes", ())), sources=tuple(data.get("sources", ())),
+            default_formats=tuple(data.get("default_formats", ())))
+    except KeyError as e:
+        raise ValueError(f"target profile {path} lacks {e.args[0]!r}") from None
+
+
+def _on_this_host(t: Target) -> Target:
+    """Fill a profile's zeros from this machine; a profile whose CPU flags this host has
+    (x86-avx512-vnni on a VNNI host) is this host, timed for real."""
     import platform
 
-    return Target("host", f"this machine ({platform.machine()}, {_cores()} physical cores)",
-                  threads=_cores(), formats=("onnx", "openvino", "tflite"), measured=True)
+    flags = cpu_flags()
+    if t.name == "host" or t.name == "x86-avx2" or (t.arch == platform.machine() and t.isa and set(t.isa) <= flags):
+        cores = _cores()
+        desc = t.description
+        if t.name == "host":
+            desc = f"this machine ({platform.machine()}, {cores} physical cores)"
+        elif not t.measured:
+            desc += f" — this host has it: timed here with its {cores} cores"
+        return replace(t, description=desc, measured=True, cores=cores, threads=cores, memory_mb=_memory_mb(),
+                       peak_gops={}, bandwidth_gbs=0.0,  # this machine's: measured when an estimate needs them
+                       arch=t.arch or platform.machine(),
+                       isa=t.isa or tuple(f for f in ISA_FLAGS if f in flags))
+    return t
 
 
-# oneDNN (inside OpenVINO's CPU plugin and PyTorch) reads ONEDNN_MAX_CPU_ISA; PyTorch's
-# own vectorised kernels read ATEN_CPU_CAPABILITY, and MKL reads MKL_ENABLE_INSTRUCTIONS.
-# benchmarks/bench_openvino.py times the cap to show it takes effect.
-AVX2_ENV = (("ONEDNN_MAX_CPU_ISA", "AVX2"), ("ATEN_CPU_CAPABILITY", "avx2"),
-            ("MKL_ENABLE_INSTRUCTIONS", "AVX2"))
+@lru_cache(maxsize=1)
+def _profiles() -> dict[str, Path]:
+    return {p.stem: p for p in sorted(PROFILES.glob("*.toml"))}
 
 
-def _x86_avx2() -> Target:
-    import platform
-
-    if platform.machine().lower() not in ("x86_64", "amd64"):
-        raise UsageError(f"target 'x86-avx2' is timed by capping this CPU to AVX2, "
-                         f"which needs an x86-64 host, not {platform.machine()}")
-    return Target(
-        "x86-avx2", f"this machine capped to AVX2 (no AVX-512, no VNNI), {_cores()} cores",
-        threads=_cores(), formats=("openvino",), measured=True, env=AVX2_ENV,
-        refused=(("onnx", "onnxruntime has no switch to cap its kernels to AVX2, so its "
-                          "timing here would be AVX-512 timing"),
-                 ("tflite", "XNNPACK has no switch to cap its kernels to AVX2, so its timing "
-                            "here would be AVX-512 timing")))
-
-
-def _pi(name: str, board: str) -> Target:
-    return Target(
-        name, f"{board}; TFLite through tflite-runtime 2.14 (what Raspberry Pi OS gets from pip); "
-              "not timed from here: latency is this host's",
-        threads=4, formats=("tflite", "onnx"), measured=False,
-        refused=(("openvino", "edgeify does not build OpenVINO for ARM boards"),),
-        tflite_runtime="tflite-runtime 2.14")
-
-
-_TARGETS = {
-    "host": _host,
-    "x86-avx2": _x86_avx2,
-    "rpi4": lambda: _pi("rpi4", "Raspberry Pi 4 (4x Cortex-A72 1.5 GHz, 1-8 GB; no int8 dot-product instructions)"),
-    "rpi5": lambda: _pi("rpi5", "Raspberry Pi 5 (4x Cortex-A76 2.4 GHz, 2-16 GB; SDOT int8 dot product)"),
-}
-# `rpi` is the Pi most users have: the Pi 4 (2019) is still the most common board in use.
-ALIASES = {"rpi": "rpi4"}
+def _aliases() -> dict[str, str]:
+    out = {}
+    for name, path in _profiles().items():
+        with open(path, "rb") as f:
+            for alias in tomllib.load(f).get("aliases", ()):
+                out[alias] = name
+    return out
 
 
 def names() -> list[str]:
-    return sorted(_TARGETS)
+    return sorted(_profiles())
 
 
 def get(name: str) -> Target:
-    name = ALIASES.get(name, name)
-    if name not in _TARGETS:
+    aliases = _aliases()
+    name = aliases.get(name, name)
+    if name not in _profiles():
         raise UsageError(f"unknown target {name!r}; accepted: {', '.join(names())} "
-                         f"(aliases: {', '.join(f'{a} = {t}' for a, t in ALIASES.items())})")
-    return _TARGETS[name]()
+                         f"(aliases: {', '.join(f'{a} = {t}' for a, t in sorted(aliases.items()))})")
+    target = _on_this_host(_load(_profiles()[name]))
+    if name == "x86-avx2":
+        import platform
+
+        if platform.machine().lower() not in ("x86_64", "amd64"):
+            raise UsageError(f"target 'x86-avx2' is timed by capping this CPU to AVX2, "
+                             f"which needs an x86-64 host, not {platform.machine()}")
+    return target
+
+
+ISA_FLAGS = ("avx2", "fma", "avx512f", "avx512_vnni", "avx512_bf16", "amx_int8", "avx_vnni",
+             "neon", "asimd", "asimddp", "dotprod", "fp16", "asimdhp")
+
+
+@lru_cache(maxsize=1)
+def cpu_flags() -> frozenset[str]:
+    """This CPU's feature flags (x86 'flags' or Arm 'Features' in /proc/cpuinfo); Arm's
+    names are also given as the profiles spell them (asimddp -> dotprod, asimdhp -> fp16)."""
+    flags: set[str] = set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith(("flags", "Features")):
+                    flags = set(line.split(":", 1)[1].split())
+                    break
+    except OSError:
+        pass
+    for arm, name in (("asimd", "neon"), ("asimddp", "dotprod"), ("asimdhp", "fp16")):
+        if arm in flags:
+            flags.add(name)
+    return frozenset(flags)
 
 
 def cpu_description() -> str:

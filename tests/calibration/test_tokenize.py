@@ -144,3 +144,22 @@ def test_batch_rows():
     rows = b.rows(4, 10)
     assert rows["input_ids"].tolist() == [[8, 9], [10, 11]]
     assert rows["attention_mask"].shape == (2, 2)
+
+
+def test_with_context_gives_each_window_the_stream_before_it(gpt_neo_tokenizer):
+    from edgeify.calibration import synthetic
+    from edgeify.calibration.tokenize import with_context
+
+    names = families.get("gpt-neo").onnx_inputs
+    windows = encode_language_model(gpt_neo_tokenizer, synthetic.paragraphs(20, seed=5), 16, names)
+    stream = windows.meta["stream"]
+    assert len(windows) >= 6 and len(stream) >= 16 * len(windows)
+    picked = with_context(windows, [3, 0, 1], 24)
+    np.testing.assert_array_equal(picked.inputs["input_ids"], windows.inputs["input_ids"][[3, 0, 1]])
+    # window 3 starts at token 48: its 24 tokens before; window 1 has only 16; window 0 none
+    assert picked.meta["context_len"].tolist() == [24, 0, 16]
+    ctx = picked.meta["context"]
+    np.testing.assert_array_equal(ctx[0], stream[24:48])
+    np.testing.assert_array_equal(ctx[2, 8:], stream[0:16])
+    np.testing.assert_array_equal(ctx[0, 16:], windows.inputs["input_ids"][2, 8:])  # really the text before
+    assert "context" not in with_context(windows, [3], 0).meta

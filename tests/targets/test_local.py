@@ -105,11 +105,13 @@ def test_targets_registry():
     host = targets.get("host")
     assert host.name == "host" and host.measured and host.formats == ("onnx", "openvino", "tflite")
     assert host.threads >= 1 and host.env == ()
-    assert targets.names() == ["host", "rpi4", "rpi5", "x86-avx2"]
+    assert targets.names() == ["android-arm64", "host", "jetson-orin-cpu", "rpi4", "rpi5", "x86-avx2",
+                               "x86-avx512-vnni"]
     with pytest.raises(UsageError) as info:
         targets.get("raspberry-pi")
-    assert str(info.value) == ("unknown target 'raspberry-pi'; accepted: host, rpi4, rpi5, x86-avx2 "
-                               "(aliases: rpi = rpi4)")
+    assert str(info.value) == ("unknown target 'raspberry-pi'; accepted: android-arm64, host, jetson-orin-cpu, "
+                               "rpi4, rpi5, x86-avx2, x86-avx512-vnni (aliases: android = android-arm64, "
+                               "avx2 = x86-avx2, jetson = jetson-orin-cpu, rpi = rpi4, vnni = x86-avx512-vnni)")
 
 
 @pytest.mark.skipif(platform.machine() not in ("x86_64", "AMD64"), reason="x86 only")
