@@ -65,6 +65,13 @@ def cli():
 @click.option("--formats", help="Comma-separated export formats (onnx, openvino, tflite), or 'all' [default: onnx, "
                                  "or the target's own format].")
 @click.option("--target", default="host", show_default=True, help="Hardware target (see `edgeify targets`).")
+@click.option("--device", help="Also time (and evaluate) each artifact on the device itself over SSH: "
+              "user@host[:port], key login. Its results go beside the host's; if it fails, they are kept.")
+@click.option("--device-python", default="python3", show_default=True,
+              help="The device's Python (with numpy and the runtime; edgeify is not needed there).")
+@click.option("--device-key", type=click.Path(dir_okay=False), help="Private key for --device [default: ssh's].")
+@click.option("--device-known-hosts", type=click.Path(dir_okay=False),
+              help="known_hosts file for --device [default: ssh's; a new device's key is added].")
 @click.option("--plan", "plan_only", is_flag=True, help="Print what would be built for --target (formats, "
               "precisions, threads, lengths) and what is refused and why, then stop; loads no weights.")
 @click.option("--max-memory-mb", type=click.FloatRange(1), help="Refuse artifacts whose weights plus runtime "
@@ -111,8 +118,8 @@ def cli():
 @debug_option
 def run_cmd(model, int8, formats, target, data, text_column, label_column, seq_lens, n_calibration,
             n_eval, max_accuracy_drop, out_dir, force, bench_seconds, bench_rounds, distill, student_layers,
-            student_hidden, epochs, prune, trim_vocab, train_samples, max_length, eval_context, resume, plan_only,
-            max_memory_mb, debug):
+            student_hidden, epochs, prune, trim_vocab, train_samples, max_length, eval_context, resume, device, device_python,
+            device_key, device_known_hosts, plan_only, max_memory_mb, debug):
     from edgeify import compress
     from edgeify.pipeline import RunConfig, run
 
@@ -128,7 +135,9 @@ def run_cmd(model, int8, formats, target, data, text_column, label_column, seq_l
                        n_calibration=n_calibration, n_eval=n_eval, out_dir=out_dir, force=force,
                        max_accuracy_drop=max_accuracy_drop, bench_seconds=bench_seconds,
                        bench_rounds=bench_rounds, compress=stages, n_train=train_samples, resume=resume,
-                       max_length=max_length, eval_context=eval_context, max_memory_mb=max_memory_mb)
+                       max_length=max_length, eval_context=eval_context, max_memory_mb=max_memory_mb,
+                       device=device, device_python=device_python, device_key=device_key,
+                       device_known_hosts=device_known_hosts)
     if plan_only:
         from edgeify.pipeline import plan_only as print_plan
 

@@ -21,7 +21,7 @@ from edgeify.errors import UsageError
 from edgeify.evaluate import evaluate, metric_delta, metric_drop, parity, scorer
 from edgeify.families import CAUSAL_LM, loader
 from edgeify.runtimes.torch_runner import TorchRunner
-from edgeify.targets import local, planner
+from edgeify.targets import device_bench, local, planner, remote
 
 log = logging.getLogger(__name__)
 DEFAULT_BUDGET = 1.0
@@ -49,6 +49,11 @@ class RunConfig:
     # quantizer (OpenVINO) also run it with this bound.
     max_accuracy_drop: float | None = None
     max_memory_mb: float | None = None  # refuse artifacts whose weights + runtime need more
+    # time (and evaluate) the artifacts on the device itself over SSH: user@host[:port]
+    device: str | None = None
+    device_python: str = "python3"
+    device_key: str | None = None
+    device_known_hosts: str | None = None  # [default: ssh's own; unknown hosts are added]
     seed: int = 0
     # compression stages before export (compress.Distill / Prune / TrimVocab configs), run
     # in compress.ORDER on up to n_train rows that are neither evaluated nor calibrated on
@@ -225,6 +230,9 @@ def run(config: RunConfig, log_fn: Callable[[str], None] = print) -> dict:
     if bad:
         raise UsageError(f"--seq-len must be at least 8, got {bad[0]}")
     final = staging.check_out_dir(config)
+    device = (remote.Device.parse(config.device, python=config.device_python, key=config.device_key,
+                                  known_hosts=config.device_known_hosts)
+              if config.device else None)  # a malformed --device fails before any work
 
     # A user's data file is read before any model is loaded or built: a typo fails at once.
     family = loader.peek_family(config.model)
@@ -348,6 +356,14 @@ def run(config: RunConfig, log_fn: Callable[[str], None] = print) -> dict:
         entries = [_entry(art.format, art.precision, art.path, art.size_bytes, result, bench, out, n,
                           base_results[n], base_benches[n], art.config, art.notes, exported_results.get(n))
                    for (art, result, n), bench in zip(evaluated, timings)]
+        if device is not None:
+            log_fn(f"      timing {len(entries)} artifacts on {device} with {target.threads} threads")
+            on_device = device_bench.measure_on_device(
+                device, [art.path for art, _, _ in evaluated], [art_datas[n].evaluation.rows(0, 1) for _, _, n in evaluated],
+                [art_datas[n].evaluation for _, _, n in evaluated], family.task, target.threads,
+                config.bench_seconds / max(1, config.bench_rounds), log_fn)
+            for entry, result in zip(entries, on_device):
+                entry["device"] = result
         for entry in entries:
             reason = target.refusal(entry["format"], entry.get("notes", {})) or _plan_refusal(plan, entry)
             if reason:

@@ -1,0 +1,49 @@
+"""Time a run's artifacts on the device itself (`--device user@host`), after the host run.
+
+The host's own figures are kept whatever the device does: a device that cannot be
+reached, lacks a runtime or times out gets a clear error in the report, and the run goes
+on. A connection failure ends the device's turn at once rather than failing per artifact.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from edgeify.families import CAUSAL_LM
+from edgeify.runtimes import is_decoder
+from edgeify.targets.remote import Device, RemoteError, measure_remote
+
+
+def measure_on_device(device: Device, artifacts: list[Path], feeds: list[dict[str, np.ndarray]],
+                      evaluation: list, task: str, threads: int, seconds: float,
+                      log_fn: Callable[[str], None]) -> list[dict]:
+    """One result per artifact: the device's measurement (plus its metric for
+    classification), or {"error": why}. `evaluation` holds each artifact's eval Batch."""
+    out: list[dict] = []
+    unreachable = None
+    for path, feed, batch in zip(artifacts, feeds, evaluation):
+        if unreachable:
+            out.append({"error": unreachable})
+            continue
+        if is_decoder(path):
+            out.append({"error": "cached decoders are not timed on a device yet"})
+            continue
+        # perplexity on the device would be on plain windows, not the sliding ones used here
+        with_eval = task != CAUSAL_LM
+        try:
+            result = measure_remote(device, path, feed, threads, max_seconds=seconds,
+                                    eval_inputs=batch.inputs if with_eval else None,
+                                    labels=batch.labels if with_eval else None, task=task if with_eval else None)
+        except RemoteError as e:
+            msg = str(e)
+            log_fn(f"      device: {path.name}: {msg}")
+            if "unreachable" in msg or "authentication failed" in msg or "host key" in msg:
+                unreachable = msg
+            out.append({"error": msg})
+            continue
+        log_fn(f"      device: {path.name}: p50 {result['p50']:.2f} ms on {result.get('runtime', '?')}")
+        out.append(result)
+    return out
