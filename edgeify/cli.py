@@ -75,7 +75,13 @@ def cli():
 @click.option("--plan", "plan_only", is_flag=True, help="Print what would be built for --target (formats, "
               "precisions, threads, lengths) and what is refused and why, then stop; loads no weights.")
 @click.option("--max-memory-mb", type=click.FloatRange(1), help="Refuse artifacts whose weights plus runtime "
-              "need more memory than this [default: the target's memory].")
+              "need more memory than this [default: the target's memory]. A budget: see --max-latency-ms.")
+@click.option("--max-latency-ms", type=click.FloatRange(0, min_open=True), help="Budget: search compression "
+              "recipes (as is, --trim-vocab, --prune 0.3/0.5, --distill) x formats x precisions, stopping at the "
+              "first with an artifact within every budget (latency on the target: measured there, or "
+              "estimated); writes search.md/json beside one run directory per recipe.")
+@click.option("--max-size-mb", type=click.FloatRange(0, min_open=True), help="Budget: artifact file size "
+              "(see --max-latency-ms).")
 @click.option("--data", help="Eval/calibration data: .csv/.tsv/.jsonl (text + label), .txt (LM), hub:PATH[@CONFIG][:SPLIT], or 'synthetic'.")
 @click.option("--text-column", help="Text column (default: first of sentence, text, content, review, tweet).")
 @click.option("--label-column", help="Label column (default: first of label, labels, sentiment, class).")
@@ -119,7 +125,7 @@ def cli():
 def run_cmd(model, int8, formats, target, data, text_column, label_column, seq_lens, n_calibration,
             n_eval, max_accuracy_drop, out_dir, force, bench_seconds, bench_rounds, distill, student_layers,
             student_hidden, epochs, prune, trim_vocab, train_samples, max_length, eval_context, resume, device, device_python,
-            device_key, device_known_hosts, plan_only, max_memory_mb, debug):
+            device_key, device_known_hosts, plan_only, max_memory_mb, max_latency_ms, max_size_mb, debug):
     from edgeify import compress
     from edgeify.pipeline import RunConfig, run
 
@@ -142,6 +148,16 @@ def run_cmd(model, int8, formats, target, data, text_column, label_column, seq_l
         from edgeify.pipeline import plan_only as print_plan
 
         print_plan(config, log_fn=click.echo)
+        return
+    if max_latency_ms or max_size_mb or max_memory_mb:
+        from edgeify.search import DEFAULT_ACCURACY_DROP, Budgets, search
+
+        budgets = Budgets(max_accuracy_drop=DEFAULT_ACCURACY_DROP if max_accuracy_drop is None else max_accuracy_drop,
+                          max_latency_ms=max_latency_ms, max_size_mb=max_size_mb, max_memory_mb=max_memory_mb)
+        state = search(config, budgets, run, log_fn=click.echo)
+        click.echo(f"\nsearch: {os.path.join(state['output_dir'], 'search.md')}")
+        if not state["best"]:  # a failure, with everything found kept
+            raise EdgeifyError(f"nothing fits every budget: {state['verdict']}")
         return
     run(config, log_fn=lambda msg: click.echo(msg, err=False))
 
