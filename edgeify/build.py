@@ -1,4 +1,5 @@
-"""Build one format for the pipeline: export, quantize and evaluate each artifact.
+"""Build one format for the pipeline: export, quantize and evaluate each artifact; and
+the plan of what is built for a target (make_plan, `--plan`).
 
 A causal LM whose family has a cached decoder is exported as that decoder (its key/value
 cache in the graph): it computes the same logits on a window from an empty cache, so
@@ -8,12 +9,13 @@ perplexity and latency are measured as for any model, and it can also generate.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Callable
 
-from edgeify import export
+from edgeify import export, targets
 from edgeify.evaluate import evaluate
-from edgeify.families import CAUSAL_LM
+from edgeify.families import CAUSAL_LM, loader
 from edgeify.runtimes import open_runner
+from edgeify.targets import planner
 
 if TYPE_CHECKING:
     from edgeify.pipeline import RunConfig
@@ -98,3 +100,37 @@ def build_format(backend, model, family, data, config: RunConfig, threads: int, 
         for helper in art.internal.values():
             Path(helper).unlink(missing_ok=True)
     return results
+
+
+def _menu(backend, family, int8: bool) -> tuple[str, ...]:
+    """The precision classes a format's backend builds for this family (planner.BYTES_PER_WEIGHT)."""
+    if is_decoder_run(backend, family):
+        configs = [type(c).__name__ + repr(c) for c in backend.decoder_configs(family, int8)]
+        return ("fp32", *(["fp16"] if any("Fp16" in c for c in configs) else []),
+                *(["int8"] if int8 else []), *(["int4"] if any("bits=4" in c or "Int4" in c or "int4" in c
+                                                              for c in configs) else []))
+    return ("fp32", *(["fp16"] if backend.float_configs(family) else []), *(["int8"] if int8 else []))
+
+
+def make_plan(config: RunConfig, family, params: int) -> planner.Plan:
+    """What the run builds for its target, and what it refuses, with the reasons."""
+    target = targets.get(config.target)
+    all_backends = {f: export.get_backend(f) for f in export.formats()}
+    lengths = (config.seq_len, *dict.fromkeys(n for n in config.extra_seq_lens if n != config.seq_len))
+    return planner.make_plan(target, targets.get("host"), asked_formats=config.formats,
+                             installed={f: export.is_installed(b) for f, b in all_backends.items()},
+                             menu={f: _menu(b, family, config.int8) for f, b in all_backends.items()},
+                             params=params, seq_lens=lengths,
+                             static_formats=tuple(f for f, b in all_backends.items() if b.static_shapes),
+                             max_memory_mb=config.max_memory_mb)
+
+
+def plan_only(config: RunConfig, log_fn: Callable[[str], None] = print) -> planner.Plan:
+    """`--plan`: the plan from the model's config alone; nothing is loaded, built or written."""
+    formats_for(config.formats, targets.get(config.target))  # an impossible --formats is an error here too
+    family, params, source = loader.peek_size(config.model)
+    log_fn(f"{config.model}: {family.name} ({family.task}), ~{params:,} parameters (config: {source})")
+    plan = make_plan(config, family, params)
+    for line in plan.lines():
+        log_fn(line)
+    return plan

@@ -145,7 +145,7 @@ def run_cmd(model, int8, formats, target, data, text_column, label_column, seq_l
                        device=device, device_python=device_python, device_key=device_key,
                        device_known_hosts=device_known_hosts)
     if plan_only:
-        from edgeify.pipeline import plan_only as print_plan
+        from edgeify.build import plan_only as print_plan
 
         print_plan(config, log_fn=click.echo)
         return

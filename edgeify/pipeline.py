@@ -15,13 +15,13 @@ from pathlib import Path
 from typing import Callable
 
 from edgeify import compress as compress_mod, export, report as report_mod, staging, targets
-from edgeify.build import build_format, eval_context_for, formats_for, is_decoder_run, lengths_for
+from edgeify.build import build_format, eval_context_for, formats_for, lengths_for, make_plan
 from edgeify.calibration.datasets import DEFAULT_N_EVAL, load_examples, prepare
 from edgeify.errors import UsageError
 from edgeify.evaluate import evaluate, metric_delta, metric_drop, parity, scorer
 from edgeify.families import CAUSAL_LM, loader
 from edgeify.runtimes.torch_runner import TorchRunner
-from edgeify.targets import device_bench, local, planner, remote
+from edgeify.targets import device_bench, local, planner, projection, remote
 
 log = logging.getLogger(__name__)
 DEFAULT_BUDGET = 1.0
@@ -187,40 +187,6 @@ def _compress(loaded, family, examples, data, config: RunConfig, threads: int, f
     return timed, rows, stages[-1], timed[-1][1], result
 
 
-def _menu(backend, family, int8: bool) -> tuple[str, ...]:
-    """The precision classes a format's backend builds for this family (planner.BYTES_PER_WEIGHT)."""
-    if is_decoder_run(backend, family):
-        configs = [type(c).__name__ + repr(c) for c in backend.decoder_configs(family, int8)]
-        return ("fp32", *(["fp16"] if any("Fp16" in c for c in configs) else []),
-                *(["int8"] if int8 else []), *(["int4"] if any("bits=4" in c or "Int4" in c or "int4" in c
-                                                              for c in configs) else []))
-    return ("fp32", *(["fp16"] if backend.float_configs(family) else []), *(["int8"] if int8 else []))
-
-
-def make_plan(config: RunConfig, family, params: int) -> planner.Plan:
-    """What the run builds for its target, and what it refuses, with the reasons."""
-    target = targets.get(config.target)
-    all_backends = {f: export.get_backend(f) for f in export.formats()}
-    lengths = (config.seq_len, *dict.fromkeys(n for n in config.extra_seq_lens if n != config.seq_len))
-    return planner.make_plan(target, targets.get("host"), asked_formats=config.formats,
-                             installed={f: export.is_installed(b) for f, b in all_backends.items()},
-                             menu={f: _menu(b, family, config.int8) for f, b in all_backends.items()},
-                             params=params, seq_lens=lengths,
-                             static_formats=tuple(f for f, b in all_backends.items() if b.static_shapes),
-                             max_memory_mb=config.max_memory_mb)
-
-
-def plan_only(config: RunConfig, log_fn: Callable[[str], None] = print) -> planner.Plan:
-    """`--plan`: the plan from the model's config alone; nothing is loaded, built or written."""
-    formats_for(config.formats, targets.get(config.target))  # an impossible --formats is an error here too
-    family, params, source = loader.peek_size(config.model)
-    log_fn(f"{config.model}: {family.name} ({family.task}), ~{params:,} parameters (config: {source})")
-    plan = make_plan(config, family, params)
-    for line in plan.lines():
-        log_fn(line)
-    return plan
-
-
 def run(config: RunConfig, log_fn: Callable[[str], None] = print) -> dict:
     target = targets.get(config.target)
     # a device we cannot time from here is run with this host's threads, and says so
@@ -374,6 +340,15 @@ def run(config: RunConfig, log_fn: Callable[[str], None] = print) -> dict:
         # the files the target takes
         selection = (_select_int8([e for e in entries if e["seq_len"] == config.seq_len and "refused" not in e],
                                   budget, base_result.metric) if config.int8 else None)
+        if not target.measured and target.peak_gops:
+            # a device not timed from here: its latency estimated from these measurements
+            projection.estimate_entries(entries, out, target, threads, log_fn)
+            choice = projection.choose_for_target([e for e in entries if e["seq_len"] == config.seq_len],
+                                                  budget, base_result.metric, metric_drop)
+            if choice is not None:
+                log_fn(f"      for {target.name}: {choice['chosen']} — {choice['reason']}")
+                selection = {**(selection or {"chosen": choice["chosen"], "reason": choice["reason"],
+                                              "budget": budget}), "target_choice": choice}
 
         versions = report_mod.versions()
         rep = {

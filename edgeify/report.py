@@ -3,9 +3,17 @@
 from __future__ import annotations
 
 import json
+import logging
 import platform
+import shlex
+from dataclasses import fields
 from importlib import metadata
 from pathlib import Path
+
+from edgeify import deploy_card, report_plots
+from edgeify.report_plots import estimate_ms
+
+log = logging.getLogger(__name__)
 
 LIBRARIES = ("edgeify", "torch", "transformers", "tokenizers", "onnx", "onnxruntime", "numpy",
              "openvino", "nncf", "ai-edge-litert", "ai-edge-quantizer", "tflite-runtime", "litert-torch")
@@ -102,7 +110,10 @@ def _generation_line(report: dict) -> list[str]:
             "p50 ms is one forward over the whole window from an empty cache"]
 
 
-def markdown(report: dict) -> str:
+def markdown(report: dict, out_dir: Path | None = None, pareto: Path | None = None,
+             cards: list[tuple[str, str]] | None = None) -> str:
+    """report.md. With `out_dir`, the deployment cards read each chosen file's inputs from it;
+    `pareto`: the plot to link; `cards`: deploy_card.cards() when already made."""
     m, d, t = report["model"], report["data"], report["target"]
     heads = _headers(report)
     where = ("measured on the device itself" if t["measured"]
@@ -122,19 +133,33 @@ def markdown(report: dict) -> str:
         f"- latency: batch 1, seq {'/'.join(map(str, d.get('seq_lens') or [d['seq_len']]))}, {where}",
         *_generation_line(report),
         "",
+        f"## {_host_title(report)}",
+        "",
         "| " + " | ".join(h.replace("|", "\\|") for h in heads.values()) + " |",
         "|" + "|".join("---" for _ in heads) + "|",
     ]
     lines += ["| " + " | ".join(r[k] for k in heads) + " |" for r in rows(report)]
     lines.append("")
     sel = report.get("selection")
-    if sel:
+    if sel and report_plots.int8_pick(report):
         lines += [f"`*` selected int8 artifact: **{sel['chosen']}** — {sel['reason']}", ""]
     for a in report["artifacts"]:
         if a.get("refused"):
             lines += [f"> **{a['path']}** refused by target `{t['name']}`: {a['refused']}", ""]
         elif a.get("notes", {}).get("warning"):
             lines += [f"> **{a['path']}**: {a['notes']['warning']}", ""]
+    lines += estimated_table(report) + _target_choice_lines(report)
+    if pareto is not None:
+        est = report_plots.estimate_target(report)
+        lines += [f"![{pareto.name}]({pareto.name})", "",
+                  f"[{pareto.name}]({pareto.name}): {report['baseline']['metric']['name']} against latency "
+                  + (f"**estimated** for {est} (not measured)" if est else "measured on this host")
+                  + ", marker area by file size, the Pareto-optimal models outlined.", ""]
+    lines += plan_lines(report)
+    if cards is None:
+        cards = deploy_card.cards(report, report.get("command") or reproduce_command(report), out_dir)
+    for name, text in cards:
+        lines += [text, f"(also in [{name}]({name}))", ""]
     stages = report.get("stages") or []
     if stages:
         lines += ["## Compression stages", "",
@@ -157,6 +182,137 @@ def markdown(report: dict) -> str:
     return "\n".join(lines)
 
 
+def _host_title(report: dict) -> str:
+    t = report["target"]
+    threads = t.get("timing_threads") or t.get("threads")
+    if t.get("measured"):
+        return f"Measured on {t['cpu']} ({threads} threads{'' if t['name'] == 'host' else ', target ' + t['name']})"
+    return f"Measured on this host: {t['cpu']} ({threads} threads) — not on {t['name']}"
+
+
+def _target_choice_lines(report: dict) -> list[str]:
+    choice = (report.get("selection") or {}).get("target_choice")
+    if not choice or not choice.get("chosen"):
+        return []
+    where = report_plots.estimate_target(report) or report["target"]["name"]
+    ms = choice.get("latency_ms")
+    how = "" if ms is None else (f" ({'est.' if choice.get('estimated') else 'measured'} {ms:.2f} ms"
+                                 f"{', not measured' if choice.get('estimated') else ''})")
+    return [f"chosen for `{where}`: **{choice['chosen']}**{how} — {choice.get('reason', '')}", ""]
+
+
+def estimated_table(report: dict) -> list[str]:
+    """The table for a target that was not timed: every figure in it is an estimate."""
+    target = report_plots.estimate_target(report)
+    if not target:
+        return []
+    bases = [report["baseline"], *report.get("other_baselines", [])]
+    entries = [e for e in [*bases, *(report.get("stages") or []), *report["artifacts"]] if estimate_ms(e) is not None]
+    fp32 = {(e["format"], e.get("seq_len")): estimate_ms(e) for e in entries
+            if e.get("precision") == "fp32" and "format" in e}
+    heads = _headers(report)
+    main_len = report["baseline"].get("seq_len")
+    threads = (report.get("plan") or {}).get("threads") or report["target"].get("threads")
+    lines = [f"## Estimated for {target} (not measured)", "",
+             f"Latency **estimated** for {target} with {threads} threads: the roofline for {target} of each "
+             "artifact, divided by the efficiency its runtime reached on this host (measured). No figure in this "
+             "table was timed on the device.", "",
+             f"| artifact | {heads['metric']} | {heads['delta']} | est. latency ms | est. speed-up vs fp32 of "
+             "same format | roofline ms | efficiency | GFLOPs/forward | weight MB | refused |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for e in entries:
+        est, ms = e["estimate"], estimate_ms(e)
+        name = (f"pytorch {e['stage']}" if "stage" in e else f"{e['format']} {e['precision']}")
+        name += f" seq{e['seq_len']}" if e.get("seq_len", main_len) != main_len else ""
+        ref = fp32.get((e.get("format"), e.get("seq_len")))
+        delta = "" if any(e is b for b in bases) else f"{e.get('metric_delta', 0):+.2f}"
+        cells = [name + (" *" if e.get("selected") else ""), _fmt(e["metric"]["value"]), delta, f"est. {ms:.2f}",
+                 f"{ref / ms:.2f}x" if ref and ms else "-", _fmt(est.get("roofline_ms")),
+                 _fmt(est.get("efficiency"), 3),
+                 _fmt(est["flops"] / 1e9, 3) if est.get("flops") is not None else "-",
+                 _fmt(est["weight_bytes"] / 2**20) if est.get("weight_bytes") is not None else "-",
+                 str(e["refused"]).replace("|", "\\|") if e.get("refused") else ""]
+        lines.append("| " + " | ".join(cells) + " |")
+    basis = list(dict.fromkeys(e["estimate"]["basis"] for e in entries if e["estimate"].get("basis")))
+    if len(basis) > 1:  # the same method, each row with its own measured efficiency
+        basis = [f"{basis[0]} (first row; every row likewise, with the efficiency in its column)"]
+    failed = [e for e in [*bases, *report["artifacts"]] if (e.get("estimate") or {}).get("error")]
+    lines += ["", *(f"- basis: {b}" for b in basis),
+              *(f"- no estimate for `{e['path']}`: {e['estimate']['error']}" for e in failed), ""]
+    return lines
+
+
+def plan_lines(report: dict) -> list[str]:
+    """The plan the run followed (what was built for the target, what was refused and why)."""
+    plan = report.get("plan")
+    if not plan:
+        return []
+    from edgeify.targets.planner import Plan
+
+    known = {f.name for f in fields(Plan)}
+    try:
+        text = Plan(**{k: v for k, v in plan.items() if k in known}).lines()
+    except TypeError:  # a report written by another edgeify: show what it holds
+        text = [f"  {k}: {json.dumps(v, default=str)}" for k, v in plan.items()]
+    return [f"## Plan for {plan.get('target', report['target']['name'])}", "", "```", *text, "```", ""]
+
+
+# CLI flags for RunConfig fields, in the order `edgeify MODEL --help` lists them; fields
+# without a flag (seed, eval_batch_size, generate_*) keep their defaults on the command line.
+_FLAGS = (("formats", "--formats"), ("target", "--target"), ("max_memory_mb", "--max-memory-mb"),
+          ("data", "--data"), ("text_column", "--text-column"), ("label_column", "--label-column"),
+          ("n_calibration", "--n-calibration"), ("n_eval", "--n-eval"),
+          ("max_accuracy_drop", "--max-accuracy-drop"), ("out_dir", "-o"), ("force", "--force"),
+          ("bench_seconds", "--bench-seconds"), ("bench_rounds", "--bench-rounds"),
+          ("n_train", "--train-samples"), ("max_length", "--max-length"), ("eval_context", "--eval-context"))
+
+
+def reproduce_command(report: dict) -> str:
+    """The edgeify command line that makes this run again, rebuilt from report["config"]
+    (options left at their defaults are left out)."""
+    from edgeify.pipeline import RunConfig
+
+    c = report["config"]
+    defaults = {f.name: f.default for f in fields(RunConfig)}
+    stages = {s["stage"]: s for s in c.get("compress") or []}
+    args = ["edgeify", str(c["model"])] + (["--int8"] if c.get("int8") else [])
+    for key, flag in _FLAGS:
+        value = c.get(key, defaults.get(key))
+        if key == "formats":
+            value = ",".join(value or ())
+            default = ",".join(defaults["formats"])
+        else:
+            default = defaults.get(key)
+        if value in (None, False, "") or value == default or (key == "n_train" and not stages):
+            continue
+        args += [flag] if value is True else [flag, f"{value:g}" if isinstance(value, float) else str(value)]
+    lengths = [c.get("seq_len", defaults["seq_len"]), *(c.get("extra_seq_lens") or [])]
+    if lengths != [defaults["seq_len"]]:
+        args += [x for n in lengths for x in ("--seq-len", str(n))]
+    if "distill" in stages:
+        d = stages["distill"]
+        args.append("--distill")
+        for key, flag in (("student_layers", "--student-layers"), ("student_hidden", "--student-hidden")):
+            if d.get(key) is not None:
+                args += [flag, str(d[key])]
+        if d.get("epochs", 3) != 3:
+            args += ["--epochs", str(d["epochs"])]
+    if "prune" in stages:
+        args += ["--prune", f"{stages['prune']['ratio']:g}"]
+    if "trim-vocab" in stages:
+        args.append("--trim-vocab")
+    return shlex.join(args)
+
+
 def write(report: dict, out_dir: Path) -> None:
+    """report.json, pareto.png, a DEPLOY-*.md per chosen artifact, and report.md linking them."""
+    out_dir = Path(out_dir)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2, default=str) + "\n")
-    (out_dir / "report.md").write_text(markdown(report))
+    try:
+        pareto = report_plots.write_pareto(report, out_dir)
+    except ImportError as e:
+        log.warning("pareto.png not drawn: %s (pip install matplotlib)", e)
+        pareto = None
+    cards = deploy_card.cards(report, report.get("command") or reproduce_command(report), out_dir)
+    deploy_card.write_cards(out_dir, cards)
+    (out_dir / "report.md").write_text(markdown(report, out_dir, pareto, cards))

@@ -88,7 +88,7 @@ def test_extra_seq_len_ignored_without_static_formats(tmp_path, starter_dir, cap
 
 @needs_tflrt
 def test_rpi_target_refuses_what_tflite_runtime_214_runs_wrongly(tmp_path, starter_dir, monkeypatch, capsys):
-    """`--target rpi`: TFLite by default, timed on this host and labelled so; a file that
+    """`--target rpi --formats tflite`: timed on this host and labelled so; a file that
     tflite-runtime 2.14 computes wrongly (per-channel dynamic range, really run on 2.14
     here) is refused with the reason and never selected."""
     from edgeify.export.tflite import DynamicInt8, StaticInt8, TfliteBackend
@@ -98,7 +98,7 @@ def test_rpi_target_refuses_what_tflite_runtime_214_runs_wrongly(tmp_path, start
     monkeypatch.setattr(TfliteBackend, "int8_configs",
                         lambda self, family, drop=None: [DynamicInt8(granularity="CHANNELWISE"), StaticInt8()])
     out = tmp_path / "out"
-    assert main(["electra", "--int8", "--target", "rpi", "-o", str(out), *FAST]) == 0
+    assert main(["electra", "--int8", "--target", "rpi", "--formats", "tflite", "-o", str(out), *FAST]) == 0
     printed = capsys.readouterr().out
     report = json.loads((out / "report.json").read_text())
     assert report["target"]["name"] == "rpi4" and report["target"]["measured"] is False
