@@ -63,3 +63,18 @@ def write_labelled_csv(path: Path) -> Path:
 @pytest.fixture()
 def labelled_csv(tmp_path) -> Path:
     return write_labelled_csv(tmp_path / "reviews.csv")
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    """A throw-away sshd on 127.0.0.1 (tests/sshd.py). Skipped where none can run, unless
+    EDGEIFY_REQUIRE_SSHD is set (CI): then a failure, so CI cannot pass by skipping."""
+    from tests.sshd import REQUIRE_ENV, local_sshd, missing_reason
+
+    why = missing_reason()
+    if why:
+        if os.environ.get(REQUIRE_ENV):
+            pytest.fail(f"{REQUIRE_ENV} is set but no local sshd can run: {why}")
+        pytest.skip(f"no local sshd: {why} (set {REQUIRE_ENV}=1 to make this a failure)")
+    with local_sshd(tmp_path_factory.mktemp("sshd")) as server:
+        yield server

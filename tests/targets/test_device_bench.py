@@ -5,26 +5,14 @@ host's figures; a device that cannot be reached leaves the host's results intact
 from __future__ import annotations
 
 import json
-import os
 import sys
 
 import pytest
 
 from edgeify.cli import main
-from tests.sshd import REQUIRE_ENV, free_port, local_sshd, missing_reason
+from tests.sshd import free_port
 
 FAST = ["--n-eval", "48", "--n-calibration", "16", "--bench-seconds", "0.6", "--seq-len", "32"]
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    why = missing_reason()
-    if why:
-        if os.environ.get(REQUIRE_ENV):
-            pytest.fail(f"{REQUIRE_ENV} is set but no local sshd can run: {why}")
-        pytest.skip(f"no local sshd: {why}")
-    with local_sshd(tmp_path_factory.mktemp("sshd")) as server:
-        yield server
 
 
 def test_run_times_and_evaluates_on_the_device(sshd, starter_dir, tmp_path, capsys):

@@ -6,7 +6,6 @@ they fail, so a CI machine without sshd cannot pass by skipping them."""
 
 from __future__ import annotations
 
-import os
 import subprocess
 import sys
 import time
@@ -21,21 +20,10 @@ from edgeify.families import CAUSAL_LM, SEQ_CLS
 from edgeify.calibration.tokenize import Batch
 from edgeify.runtimes import open_runner
 from edgeify.targets.remote import Device, RemoteError, measure_remote
-from tests.sshd import REQUIRE_ENV, free_port, local_sshd, missing_reason
+from tests.sshd import free_port
 
 SEQ = 16
 FAST = dict(warmup=1, min_runs=5, max_runs=20, max_seconds=0.05)
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    why = missing_reason()
-    if why:
-        if os.environ.get(REQUIRE_ENV):
-            pytest.fail(f"{REQUIRE_ENV} is set but no local sshd can run: {why}")
-        pytest.skip(f"no local sshd: {why} (set {REQUIRE_ENV}=1 to make this a failure)")
-    with local_sshd(tmp_path_factory.mktemp("sshd")) as server:
-        yield server
 
 
 @pytest.fixture(scope="module")
