@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from edgeify import compress
+from edgeify import compress, staging
 from edgeify.errors import UsageError
 from edgeify.evaluate import metric_drop
 
@@ -132,9 +132,7 @@ def search(config, budgets: Budgets, run: Callable[..., dict], log_fn: Callable[
     if config.compress:
         raise UsageError("budgets (--max-latency-ms, --max-size-mb, --max-memory-mb) search compression "
                          "recipes themselves; drop --distill / --prune / --trim-vocab, or drop the budgets")
-    root = Path(config.out_dir or Path("edgeify-out") / Path(config.model).name)
-    if root.exists() and not config.force:
-        raise UsageError(f"output directory {root} exists; pass --force to replace it")
+    root = staging.check_out_dir(config)  # the run's own default and overwrite rules
     root.mkdir(parents=True, exist_ok=True)
     recipes = RECIPES if recipes is None else recipes
     state = {"model": config.model, "target": config.target, "budgets": asdict(budgets),

@@ -85,7 +85,7 @@ def test_budgets_and_compression_flags_do_not_mix(tmp_path):
         search(RunConfig(model="m", out_dir=str(tmp_path), compress=(compress.Prune(),)), Budgets(max_size_mb=1),
                Recorder([]))
     (tmp_path / "exists").mkdir()
-    with pytest.raises(UsageError, match="exists; pass --force"):
+    with pytest.raises(UsageError, match="already exists; use --force"):
         search(RunConfig(model="m", out_dir=str(tmp_path / "exists")), Budgets(max_size_mb=1), Recorder([]))
 
 
