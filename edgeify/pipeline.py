@@ -130,7 +130,8 @@ def _select_int8(entries: list[dict], budget: float, metric: str) -> dict | None
 
 def _plan_refusal(plan: planner.Plan, entry: dict) -> str | None:
     """The plan's reason against an artifact's precision class (e.g. over the memory budget)."""
-    kind = "int8" if entry["precision"].startswith("int") else entry["precision"].split("-")[0]
+    precision = entry["precision"]
+    kind = precision[:4] if precision.startswith(("int4", "int8")) else precision.split("-")[0]
     return dict(plan.refused).get(f"{entry['format']} {kind}")
 
 
