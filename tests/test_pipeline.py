@@ -50,3 +50,16 @@ def test_fp16_is_not_an_int8_candidate():
     fp32 = _entry("fp32", 80.0, [20.0], fmt="openvino")
     fp16 = _entry("fp16", 80.0, [5.0], fmt="openvino")
     assert _select_int8([fp32, fp16], 1.0, "accuracy") is None
+
+
+def test_plan_refusals_reach_the_artifacts_of_that_precision():
+    from edgeify.pipeline import _plan_refusal
+    from edgeify.targets.planner import Plan
+
+    plan = Plan(target="t", measured=True, formats=("onnx",), precisions={"onnx": ("int8",)}, threads=2,
+                timing_threads=2, seq_lens=(128,), notes=(), int8_outlook=None,
+                refused=(("onnx fp32", "too big"), ("onnx int4", "int4 too")))
+    assert _plan_refusal(plan, {"format": "onnx", "precision": "fp32"}) == "too big"
+    assert _plan_refusal(plan, {"format": "onnx", "precision": "int4-weights"}) == "int4 too"
+    assert _plan_refusal(plan, {"format": "onnx", "precision": "int8-dynamic"}) is None
+    assert _plan_refusal(plan, {"format": "tflite", "precision": "fp32"}) is None
