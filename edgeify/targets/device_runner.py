@@ -76,18 +76,25 @@ def _import_numpy():
 
 # --- one opener per format: (input names, run(feeds) -> logits, runtime, precision or None)
 
+def session_options(ort, threads: int):
+    """onnxruntime settings for timing: edgeify's local runner uses these too (it imports
+    them from here), so a device and this host run a file alike."""
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    return opts
+
+
 def _open_onnx(path: str, threads: int, spec: dict):
     try:
         import onnxruntime as ort
     except ImportError as e:
         raise Failure("no_runtime", f"onnxruntime cannot be imported ({_first_line(e)})",
                       format="onnx", tried=["onnxruntime"]) from None
-    opts = ort.SessionOptions()  # as OnnxRuntimeRunner
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
+    opts = session_options(ort, threads)
     try:
         session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # noqa: BLE001 - onnxruntime raises several types
