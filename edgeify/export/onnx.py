@@ -8,7 +8,6 @@ dynamo/SDPA export. The dynamo exporter is kept as a fallback for models it cann
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import shutil
@@ -21,6 +20,9 @@ import numpy as np
 from edgeify.export import (
     Artifact, config_record, handler_for, logits_module, register_backend, written_atomically)
 from edgeify.errors import EdgeifyError
+from edgeify.export.onnx_graph import (
+    bypass_weight_identities, dedupe_initializers, fold_norm_shifts, gather_rows_early, lower_norms,
+    pin_head_counts)
 
 log = logging.getLogger(__name__)
 OPSET = 17
@@ -53,70 +55,6 @@ def _atomic_save(model, path: Path) -> None:
         onnx.save_model(model, tmp)
 
 
-def dedupe_initializers(model) -> int:
-    """Point all uses of byte-identical initializers at one copy; returns copies removed.
-
-    ALBERT applies one shared block N times. Constant folding and attention fusion
-    give each application its own copy of the (transposed, concatenated) weights; this
-    puts the file back to one copy, as the model really is.
-    """
-    from onnx import numpy_helper
-
-    graph = model.graph
-    first: dict[tuple, str] = {}
-    rename: dict[str, str] = {}
-    keep = []
-    for init in graph.initializer:
-        arr = numpy_helper.to_array(init)
-        key = (init.data_type, tuple(init.dims), hashlib.sha1(arr.tobytes()).hexdigest())
-        if key in first and arr.size > 1:
-            rename[init.name] = first[key]
-        else:
-            first.setdefault(key, init.name)
-            keep.append(init)
-    if not rename:
-        return 0
-    del graph.initializer[:]
-    graph.initializer.extend(keep)
-
-    def fix(g):
-        for node in g.node:
-            for i, name in enumerate(node.input):
-                if name in rename:
-                    node.input[i] = rename[name]
-            for attr in node.attribute:
-                if attr.g is not None and attr.g.node:
-                    fix(attr.g)
-    fix(graph)
-    return len(rename)
-
-
-def bypass_weight_identities(model) -> int:
-    """Make Identity(initializer) nodes' users read the initializer itself; returns how many.
-
-    The TorchScript export reaches ALBERT's shared block weights, on each re-use, through
-    an Identity node. quantize_static then takes each of them for an activation and puts a
-    Quantize/DequantizeLinear pair after it, which onnxruntime never folds: every
-    inference re-quantized all 66 weight matrices (47% of the time in DequantizeLinear),
-    and int8-static ran at half fp32's speed. Found by the estimator (bench_estimator.py).
-    """
-    graph = model.graph
-    inits = {i.name for i in graph.initializer}
-    outputs = {o.name for o in graph.output}
-    source = {n.output[0]: n.input[0] for n in graph.node
-              if n.op_type == "Identity" and n.input and n.input[0] in inits and n.output[0] not in outputs}
-    if not source:
-        return 0
-    keep = [n for n in graph.node if not (n.op_type == "Identity" and n.output and n.output[0] in source)]
-    for node in keep:
-        for i, name in enumerate(node.input):
-            if name in source:
-                node.input[i] = source[name]
-    del graph.node[:]
-    graph.node.extend(keep)
-    return len(source)
-
-
 def export_fp32_raw(model, family, sample: dict[str, np.ndarray], path: Path) -> None:
     """Plain export with dynamic batch and sequence axes (no fusion)."""
     import torch
@@ -138,56 +76,6 @@ def export_fp32_raw(model, family, sample: dict[str, np.ndarray], path: Path) ->
                                      output_names=[out_name], dynamic_shapes=dims,
                                      opset_version=max(OPSET, 18), dynamo=True)
             prog.save(tmp, external_data=False)
-
-
-def pin_head_counts(model) -> int:
-    """Write each attention's head count into its reshape, where the export left -1.
-
-    transformers reshapes to (batch, seq, -1, head_size); onnxruntime's fusion then assumes
-    the config's head count for every layer, which is wrong for a pruned model whose layers
-    keep different numbers of heads (and the fused Attention fails to load). The count is
-    the projection's output width / head_size, read from the weight or bias feeding the
-    reshape. Returns how many reshapes were pinned.
-    """
-    from onnx import numpy_helper
-
-    init = {i.name: i for i in model.graph.initializer}
-    producer = {o: n for n in model.graph.node for o in n.output}
-
-    def const(name: str):
-        if name in init:
-            return numpy_helper.to_array(init[name])
-        node = producer.get(name)
-        if node is not None and node.op_type == "Constant" and node.attribute:
-            return numpy_helper.to_array(node.attribute[0].t)
-        return None
-
-    def width(name: str) -> int | None:
-        node = producer.get(name)
-        if node is None or node.op_type not in ("Add", "MatMul"):
-            return None
-        for inp in node.input:
-            value = const(inp)
-            if value is not None and value.ndim in (1, 2):
-                return int(value.shape[-1])
-        return None
-
-    pinned = 0
-    for node in model.graph.node:
-        concat = producer.get(node.input[1]) if node.op_type == "Reshape" else None
-        if concat is None or concat.op_type != "Concat" or len(concat.input) != 4:
-            continue
-        heads, size = const(concat.input[2]), const(concat.input[3])
-        if heads is None or size is None or heads.size != 1 or int(heads.reshape(-1)[0]) != -1:
-            continue
-        n, d = width(node.input[0]), int(size.reshape(-1)[0])
-        if not n or d <= 0 or n % d:
-            continue
-        name = f"edgeify_num_heads_{pinned}"
-        model.graph.initializer.append(numpy_helper.from_array(np.array([n // d], dtype=heads.dtype), name))
-        concat.input[2] = name
-        pinned += 1
-    return pinned
 
 
 def fuse(raw: Path, family, model_config, out: Path) -> dict:
@@ -220,9 +108,14 @@ def fuse(raw: Path, family, model_config, out: Path) -> dict:
     have = {o.domain for o in model.opset_import}
     for domain in sorted(domains - have):
         model.opset_import.append(onnx.helper.make_opsetid(domain, 1))
+    narrowed = gather_rows_early(model)
+    folded = fold_norm_shifts(model)
+    lowered = lower_norms(model)
     removed = dedupe_initializers(model)
     _atomic_save(model, out)
-    return {"fused_ops": stats, "deduplicated_initializers": removed,
+    return {"fused_ops": stats, "lowered_ops": lowered, "norm_shifts_folded": folded,
+            "nodes_on_gathered_row": narrowed,
+            "deduplicated_initializers": removed,
             **({"pinned_head_counts": pinned} if pinned is not None else {})}
 
 
@@ -368,6 +261,7 @@ class OnnxBackend:
         plain_model = onnx.load(raw)
         plain_removed = dedupe_initializers(plain_model)
         notes["weight_identities_bypassed"] = bypass_weight_identities(plain_model)
+        notes["plain_lowered_ops"] = lower_norms(plain_model)
         _atomic_save(plain_model, plain)
         del plain_model
         try:

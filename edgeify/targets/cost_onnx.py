@@ -21,7 +21,8 @@ SIMPLE = {"Add", "Sub", "Mul", "Div", "Where", "Max", "Min", "Relu", "Neg", "Abs
 TRANSCENDENTAL = {"Erf", "Tanh", "Gelu", "FastGelu", "BiasGelu", "Sigmoid", "Exp", "Log", "Pow",
                   "Sqrt", "Reciprocal", "QuickGelu"}
 NORM = {"LayerNormalization", "SkipLayerNormalization", "SimplifiedLayerNormalization",
-        "SkipSimplifiedLayerNormalization", "ReduceMean", "ReduceSum"}
+        "SkipSimplifiedLayerNormalization", "ReduceMean", "ReduceSum", "InstanceNormalization",
+        "MeanVarianceNormalization"}
 QUANT = {"DynamicQuantizeLinear", "QuantizeLinear", "DequantizeLinear"}
 FREE = {"Reshape", "Squeeze", "Unsqueeze", "Flatten", "Identity", "Shape", "Constant", "Size",
         "ConstantOfShape", "Range"}
