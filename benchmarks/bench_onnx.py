@@ -236,7 +236,10 @@ def main() -> int:
                   f"{p50[s_label] / naive_int8_p50:.2f}x naive int8 latency, "
                   f"{metric} {rows[s_label][1] - rows['edgeify onnx fp32'][1]:+.2f} vs edgeify fp32, "
                   f"size {file_size(rows[s_label][0]) / naive_fp32_size:.2f}x naive fp32.",
-                  f"Fused ops in edgeify fp32: `{json.dumps(rep['artifacts'][0]['notes'].get('fused_ops'))}`"]
+                  f"Fused ops in edgeify fp32: `{json.dumps(rep['artifacts'][0]['notes'].get('fused_ops'))}`; "
+                  "then (export/onnx_graph.py) "
+                  + ", ".join(f"{k}: `{json.dumps(rep['artifacts'][0]['notes'].get(k))}`"
+                              for k in ("nodes_on_gathered_row", "norm_shifts_folded", "lowered_ops"))]
     save_result(args.name, "\n".join(lines) + "\n")
     return 0
 
