@@ -78,8 +78,13 @@ def export_fp32_raw(model, family, sample: dict[str, np.ndarray], path: Path) ->
             prog.save(tmp, external_data=False)
 
 
-def fuse(raw: Path, family, model_config, out: Path) -> dict:
-    """onnxruntime transformer fusion + initializer dedupe; returns the fused-op counts."""
+def fuse(raw: Path, family, model_config, out: Path, graph_passes: bool = True) -> dict:
+    """onnxruntime transformer fusion, edgeify's graph passes (onnx_graph.py) and initializer
+    dedupe; returns what each did.
+
+    Cached decoders skip the passes (graph_passes=False): they decode one row per step,
+    where a lowered norm's eight small ops would cost more than the fused kernel's one.
+    """
     import onnx
     from onnxruntime.transformers.optimizer import optimize_model
 
@@ -108,13 +113,13 @@ def fuse(raw: Path, family, model_config, out: Path) -> dict:
     have = {o.domain for o in model.opset_import}
     for domain in sorted(domains - have):
         model.opset_import.append(onnx.helper.make_opsetid(domain, 1))
-    narrowed = gather_rows_early(model)
-    folded = fold_norm_shifts(model)
-    lowered = lower_norms(model)
+    passes = {}
+    if graph_passes:
+        passes = {"nodes_on_gathered_row": gather_rows_early(model),
+                  "norm_shifts_folded": fold_norm_shifts(model), "lowered_ops": lower_norms(model)}
     removed = dedupe_initializers(model)
     _atomic_save(model, out)
-    return {"fused_ops": stats, "lowered_ops": lowered, "norm_shifts_folded": folded,
-            "nodes_on_gathered_row": narrowed,
+    return {"fused_ops": stats, **passes,
             "deduplicated_initializers": removed,
             **({"pinned_head_counts": pinned} if pinned is not None else {})}
 

@@ -54,7 +54,7 @@ def export_decoder(model, family, out_dir: Path, opset: int, fuse, max_length: i
     notes = {"opset": opset, "exporter": "torch.onnx (TorchScript)", "cache": "past_key_values in, present out",
              "max_length": module.max_length, "local_window": module.window}
     try:
-        notes.update(fuse(raw, family, model.config, out))
+        notes.update(fuse(raw, family, model.config, out, graph_passes=False))
     except Exception as e:  # noqa: BLE001 - fusion is an optimisation, not a must
         log.warning("transformer fusion failed on the decoder (%s); keeping the plain export", e)
         notes.update({"fused_ops": {}, "fusion_error": str(e)[:300]})

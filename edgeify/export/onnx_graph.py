@@ -267,21 +267,30 @@ def fold_norm_shifts(model) -> int:
     return folded
 
 
-def _normalize(g: _Graph, p: str, x: str, eps: float, hidden: int) -> tuple[list, str]:
+def _normalize(g: _Graph, p: str, x: str, eps: float, hidden: int, rows_shapes: dict) -> tuple[list, str]:
     """(x - mean) / sqrt(var + eps) over the last axis, as InstanceNormalization on rows.
 
     onnxruntime's CPU LayerNormalization and SkipLayerNormalization kernels are scalar
     loops with a division per element; InstanceNormalization is vectorised and ran
-    2.4x faster on a 128 x 384 input (2 threads), so the normalisation runs as one
-    instance norm over (rows, 1, hidden).
+    2.4x faster on a 128 x 384 input (2 threads, benchmarks/bench_onnx_ops.py), so the
+    normalisation runs as one instance norm over (rows, 1, hidden).
+
+    The (-1, 1, hidden) shape is computed in the graph, once per hidden size
+    (`rows_shapes`), not stored: onnxruntime cannot load a Reshape whose shape constant
+    was saved as external data (onnx.save with size_threshold=0).
     """
     from onnx import helper
 
     one = g.constant((1.0,), np.float32, "one")
     zero = g.constant((0.0,), np.float32, "zero")
-    rows = g.constant((-1, 1, hidden), np.int64, "rows")
-    nodes = [
-        helper.make_node("Reshape", [x, rows], [p + "rows"], name=p + "to_rows"),
+    nodes = []
+    if hidden not in rows_shapes:
+        lead = g.constant((-1, 1), np.int64, "rows_lead")
+        nodes += [helper.make_node("Shape", [x], [p + "hidden"], name=p + "hidden", start=-1),
+                  helper.make_node("Concat", [lead, p + "hidden"], [p + "rows_shape"], name=p + "rows_shape", axis=0)]
+        rows_shapes[hidden] = p + "rows_shape"
+    nodes += [
+        helper.make_node("Reshape", [x, rows_shapes[hidden]], [p + "rows"], name=p + "to_rows"),
         helper.make_node("InstanceNormalization", [p + "rows", one, zero], [p + "normed_rows"],
                          name=p + "normalize", epsilon=float(eps)),
         helper.make_node("Shape", [x], [p + "shape"], name=p + "shape"),
@@ -311,6 +320,7 @@ def lower_norms(model) -> dict[str, int]:
 
     g = _Graph(model)
     lowered: dict[str, int] = defaultdict(int)
+    rows_shapes: dict[int, str] = {}
     new_nodes = []
     for k, node in enumerate(g.graph.node):
         attrs = {a.name: helper.get_attribute_value(a) for a in node.attribute}
@@ -319,13 +329,13 @@ def lower_norms(model) -> dict[str, int]:
         if kind in NORMS:
             gamma_index, beta_index = NORMS[kind]
             gamma = g.value(_input(node, gamma_index))
-            if (g.used(_input_out(node, 1)) or g.used(_input_out(node, 2)) or gamma is None
+            if (g.used(_output(node, 1)) or g.used(_output(node, 2)) or gamma is None
                     or gamma.ndim != 1 or attrs.get("axis", -1) not in (-1, None)):
                 new_nodes.append(node)
                 continue
             x = node.input[0]
             if kind == "SkipLayerNormalization":
-                total = _input_out(node, 3) if g.used(_input_out(node, 3)) else p + "sum"
+                total = _output(node, 3) if g.used(_output(node, 3)) else p + "sum"
                 bias = _input(node, 4)
                 if bias:
                     new_nodes.append(helper.make_node("Add", [x, bias], [p + "biased"], name=p + "bias"))
@@ -333,7 +343,7 @@ def lower_norms(model) -> dict[str, int]:
                 new_nodes.append(helper.make_node("Add", [x, node.input[1]], [total], name=p + "residual"))
                 x = total
             default_eps = 1e-12 if kind == "SkipLayerNormalization" else 1e-5
-            nodes, normed = _normalize(g, p, x, attrs.get("epsilon", default_eps), gamma.shape[0])
+            nodes, normed = _normalize(g, p, x, attrs.get("epsilon", default_eps), gamma.shape[0], rows_shapes)
             new_nodes += nodes + _affine(p, normed, node.input[gamma_index], _input(node, beta_index),
                                          node.output[0])
             lowered[kind] += 1
@@ -348,7 +358,7 @@ def lower_norms(model) -> dict[str, int]:
     return dict(lowered)
 
 
-def _input_out(node, i: int) -> str:
+def _output(node, i: int) -> str:
     return node.output[i] if len(node.output) > i else ""
 
 

@@ -140,3 +140,29 @@ def test_fold_keeps_the_shift_of_a_norm_read_by_a_graph_output():
     assert onnx_graph.lower_norms(model) == {"LayerNormalization": 1}
     assert "LayerNormalization" not in ops(model) and "InstanceNormalization" in ops(model)
     np.testing.assert_allclose(run(model, feeds), before, rtol=1e-5, atol=1e-5)
+
+
+def test_lowered_norm_loads_with_every_tensor_external(tmp_path):
+    """A lowered graph saved with all tensors as external data still loads: onnxruntime
+    cannot read a Reshape's shape constant from external data, so none is stored (this
+    failed before: "Cannot parse data from external")."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    inits = [numpy_helper.from_array(np.full(4, 2.0, np.float32), "gamma"),
+             numpy_helper.from_array(np.full(4, 0.5, np.float32), "beta")]
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", "seq", 4])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, None)
+    nodes = [helper.make_node("SkipLayerNormalization", ["x", "x", "gamma", "beta"], ["y"],
+                              domain="com.microsoft", epsilon=1e-12)]
+    model = helper.make_model(helper.make_graph(nodes, "g", [x], [y], inits),
+                              opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    feeds = {"x": np.random.default_rng(0).standard_normal((2, 3, 4)).astype(np.float32)}
+    before = run(model, feeds)
+    assert onnx_graph.lower_norms(model) == {"SkipLayerNormalization": 1}
+    path = tmp_path / "lowered.onnx"
+    onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
+                    location="lowered.onnx.data", size_threshold=0)
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    np.testing.assert_allclose(session.run(None, feeds)[0], before, rtol=1e-5, atol=1e-5)
