@@ -21,8 +21,8 @@ from edgeify.export import (
     Artifact, config_record, handler_for, logits_module, register_backend, written_atomically)
 from edgeify.errors import EdgeifyError
 from edgeify.export.onnx_graph import (
-    bypass_weight_identities, dedupe_initializers, fold_norm_shifts, gather_rows_early, lower_norms,
-    pin_head_counts)
+    bypass_weight_identities, dedupe_initializers, gather_rows_early, pin_head_counts)
+from edgeify.export.onnx_norms import fold_norm_shifts, lower_norms
 
 log = logging.getLogger(__name__)
 OPSET = 17

@@ -1,4 +1,5 @@
-"""Graph passes on the fused ONNX graph: each keeps the logits and does what it says."""
+"""Graph passes on the fused ONNX graph (onnx_graph.py, onnx_norms.py): each keeps the
+logits and does what it says."""
 
 from __future__ import annotations
 
@@ -7,7 +8,7 @@ import copy
 import numpy as np
 import pytest
 
-from edgeify.export import onnx_graph
+from edgeify.export import onnx_graph, onnx_norms
 from edgeify.families import CAUSAL_LM
 
 FAMILIES = ["electra", "albert", "gpt-neo"]
@@ -55,10 +56,10 @@ def test_each_pass_keeps_the_logits(fused):
     narrowed = onnx_graph.gather_rows_early(model)
     after_gather = run(model, feeds)
     np.testing.assert_array_equal(after_gather, before)  # the same ops on fewer rows
-    folded = onnx_graph.fold_norm_shifts(model)
+    folded = onnx_norms.fold_norm_shifts(model)
     after_fold = run(model, feeds)
     np.testing.assert_allclose(after_fold, before, rtol=1e-4, atol=1e-4)
-    lowered = onnx_graph.lower_norms(model)
+    lowered = onnx_norms.lower_norms(model)
     np.testing.assert_allclose(run(model, feeds), before, rtol=1e-4, atol=1e-4)
 
     assert "SkipLayerNormalization" not in ops(model) and "BiasGelu" not in ops(model)
@@ -133,11 +134,11 @@ def test_fold_keeps_the_shift_of_a_norm_read_by_a_graph_output():
     node = helper.make_node("LayerNormalization", ["x", "gamma", "beta"], ["y"], axis=-1)
     model = helper.make_model(helper.make_graph([node], "g", [x], [y], [gamma, beta]),
                               opset_imports=[helper.make_opsetid("", 17)])
-    assert onnx_graph.fold_norm_shifts(model) == 0
+    assert onnx_norms.fold_norm_shifts(model) == 0
     assert list(model.graph.node[0].input) == ["x", "gamma", "beta"]
     feeds = {"x": np.random.default_rng(0).standard_normal((2, 3, 4)).astype(np.float32)}
     before = run(model, feeds)
-    assert onnx_graph.lower_norms(model) == {"LayerNormalization": 1}
+    assert onnx_norms.lower_norms(model) == {"LayerNormalization": 1}
     assert "LayerNormalization" not in ops(model) and "InstanceNormalization" in ops(model)
     np.testing.assert_allclose(run(model, feeds), before, rtol=1e-5, atol=1e-5)
 
@@ -160,7 +161,7 @@ def test_lowered_norm_loads_with_every_tensor_external(tmp_path):
                               opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
     feeds = {"x": np.random.default_rng(0).standard_normal((2, 3, 4)).astype(np.float32)}
     before = run(model, feeds)
-    assert onnx_graph.lower_norms(model) == {"SkipLayerNormalization": 1}
+    assert onnx_norms.lower_norms(model) == {"SkipLayerNormalization": 1}
     path = tmp_path / "lowered.onnx"
     onnx.save_model(model, str(path), save_as_external_data=True, all_tensors_to_one_file=True,
                     location="lowered.onnx.data", size_threshold=0)
