@@ -169,7 +169,7 @@ class GraphIndex:
         """A new initializer (never an edit of an existing one: those may be shared)."""
         name = f"edgeify_{hint}_{self._added}"
         self._added += 1
-        init = self._from_array(np.ascontiguousarray(array), name)
+        init = self._from_array(np.array(array, order="C"), name)  # keeps 0-d arrays 0-d
         self.graph.initializer.append(init)
         self.inits[name] = init
         return name
@@ -327,7 +327,8 @@ def gather_rows_early(model) -> int:
         if any(_rank(g, f, producer, memo) != 3 for f in frontier):
             continue
         rows = {f: f"{f}_edgeify_row" for f in frontier}
-        gathers = [helper.make_node("Gather", [f, index], [rows[f]], name=f"edgeify_row_of_{k}", axis=1)
+        row_index = g.add(idx, "row_index")  # an initializer: valid wherever the gathers go
+        gathers = [helper.make_node("Gather", [f, row_index], [rows[f]], name=f"edgeify_row_of_{k}", axis=1)
                    for k, f in enumerate(frontier)]
         for node in members:
             for i, name in enumerate(node.input):
