@@ -1,12 +1,12 @@
-"""Why edgeify rewrites some fused onnxruntime ops (edgeify/export/onnx_graph.py).
+"""Why edgeify rewrites some fused onnxruntime ops (edgeify/export/onnx_norms.py).
 
 Times, side by side in one process, one transformer layer's worth of each op as
 onnxruntime's transformer optimizer leaves it and as edgeify lowers it, at batch 1,
 seq 128 on the CPU execution provider:
 
-- SkipLayerNormalization (residual add + layer norm) vs Add + InstanceNormalization over
-  (rows, 1, hidden) + Mul(gamma) + Add(beta), and the same without the Add(beta), which
-  fold_norm_shifts moves into the next layer's biases;
+- SkipLayerNormalization (residual add + layer norm) vs what onnx_norms.lower_norms makes
+  of it: Add + InstanceNormalization over (rows, 1, hidden) + Mul(gamma) + Add(beta), and
+  the same without the Add(beta), which fold_norm_shifts moves into the next layer's biases;
 - BiasGelu vs Add + Gelu (after dynamic quantization the Add goes into the int8 matmul).
 
 Prints each pair's latency ratio; results in benchmarks/RESULTS.md.
@@ -33,26 +33,26 @@ def _model(nodes, inputs, inits):
 
 
 def norm_variants(seq: int, hidden: int) -> dict:
+    """The fused norm, and what edgeify's lower_norms makes of it with and without a shift."""
     from onnx import TensorProto, helper, numpy_helper
+
+    from edgeify.export.onnx_norms import lower_norms
 
     rng = np.random.default_rng(0)
     inputs = [helper.make_tensor_value_info(n, TensorProto.FLOAT, [1, seq, hidden]) for n in ("x", "skip")]
     inits = [numpy_helper.from_array(rng.random(hidden).astype(np.float32) + 0.5, "gamma"),
-             numpy_helper.from_array(rng.random(hidden).astype(np.float32), "beta"),
-             numpy_helper.from_array(np.ones(1, np.float32), "one"),
-             numpy_helper.from_array(np.zeros(1, np.float32), "zero"),
-             numpy_helper.from_array(np.array([-1, 1, hidden], np.int64), "rows")]
-    node = helper.make_node
-    lowered = [node("Add", ["x", "skip"], ["s"]), node("Reshape", ["s", "rows"], ["r"]),
-               node("InstanceNormalization", ["r", "one", "zero"], ["n3"], epsilon=1e-12),
-               node("Shape", ["s"], ["shape"]), node("Reshape", ["n3", "shape"], ["n"])]
-    return {
-        "SkipLayerNormalization": _model([node("SkipLayerNormalization", ["x", "skip", "gamma", "beta"], ["y"],
-                                               domain="com.microsoft", epsilon=1e-12)], inputs, inits),
-        "lowered (InstanceNormalization)": _model(
-            lowered + [node("Mul", ["n", "gamma"], ["g"]), node("Add", ["g", "beta"], ["y"])], inputs, inits),
-        "lowered, shift folded": _model(lowered + [node("Mul", ["n", "gamma"], ["y"])], inputs, inits),
-    }
+             numpy_helper.from_array(rng.random(hidden).astype(np.float32), "beta")]
+
+    def skip_norm(with_shift: bool):
+        names = ["x", "skip", "gamma", "beta"] if with_shift else ["x", "skip", "gamma"]
+        node = helper.make_node("SkipLayerNormalization", names, ["y"], domain="com.microsoft", epsilon=1e-12)
+        return _model([node], inputs, inits if with_shift else inits[:1])
+
+    lowered, folded = skip_norm(True), skip_norm(False)
+    lower_norms(lowered)
+    lower_norms(folded)
+    return {"SkipLayerNormalization": skip_norm(True), "lowered (InstanceNormalization)": lowered,
+            "lowered, shift folded": folded}
 
 
 def gelu_variants(seq: int, ffn: int) -> dict:

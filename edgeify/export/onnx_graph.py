@@ -90,16 +90,8 @@ def pin_head_counts(model) -> int:
     """
     from onnx import numpy_helper
 
-    init = {i.name: i for i in model.graph.initializer}
-    producer = {o: n for n in model.graph.node for o in n.output}
-
-    def const(name: str):
-        if name in init:
-            return numpy_helper.to_array(init[name])
-        node = producer.get(name)
-        if node is not None and node.op_type == "Constant" and node.attribute:
-            return numpy_helper.to_array(node.attribute[0].t)
-        return None
+    g = GraphIndex(model)
+    const, producer = g.value, g.producers
 
     def width(name: str) -> int | None:
         node = producer.get(name)
@@ -138,13 +130,13 @@ class GraphIndex:
     def __init__(self, model):
         from onnx import numpy_helper
 
-        self.model = model
         self.graph = model.graph
         self.inits = {i.name: i for i in self.graph.initializer}
         self.consumers: dict[str, list] = defaultdict(list)
         for node in self.graph.node:
             for name in node.input:
                 self.consumers[name].append(node)
+        self.producers = {o: n for n in self.graph.node for o in n.output}
         self.outputs = {o.name for o in self.graph.output}
         self.constant_nodes = {n.output[0]: n.attribute[0].t for n in self.graph.node
                                if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"}
@@ -164,6 +156,14 @@ class GraphIndex:
         """The constant `name` holds (an initializer or a Constant node's), else None."""
         init = self.inits.get(name, self.constant_nodes.get(name))
         return None if init is None else self._to_array(init)
+
+    def is_constant(self, name: str) -> bool:
+        return name in self.inits or name in self.constant_nodes
+
+    def ndim(self, name: str) -> int | None:
+        """The rank of constant `name` (read from its dims, not its data), else None."""
+        init = self.inits.get(name, self.constant_nodes.get(name))
+        return None if init is None else len(init.dims)
 
     def add(self, array: np.ndarray, hint: str) -> str:
         """A new initializer (never an edit of an existing one: those may be shared)."""
@@ -205,16 +205,15 @@ ROWWISE = {"MatMul", "Add", "Sub", "Mul", "Div", "SkipLayerNormalization", "Laye
 SEQUENCE_OUTPUT = {"Attention", "MultiHeadAttention", "EmbedLayerNormalization"}
 
 
-def _rank(g: GraphIndex, name: str, producer: dict, memo: dict) -> int | None:
+def _rank(g: GraphIndex, name: str, memo: dict) -> int | None:
     """The rank of tensor `name`, where the ops producing it make that certain, else None."""
     if name in memo:
         return memo[name]
     memo[name] = None  # guards cycles
-    node = producer.get(name)
+    node = g.producers.get(name)
     rank = None
-    constant = g.value(name)
-    if constant is not None:
-        rank = constant.ndim
+    if g.is_constant(name):
+        rank = g.ndim(name)
     elif node is None:
         for inp in g.graph.input:
             if inp.name == name:
@@ -222,48 +221,47 @@ def _rank(g: GraphIndex, name: str, producer: dict, memo: dict) -> int | None:
     elif node.op_type in SEQUENCE_OUTPUT and node.output[0] == name:
         rank = 3
     elif node.op_type == "Gather" and node.domain in ("", "ai.onnx"):  # an embedding lookup
-        data_rank, index_rank = (_rank(g, i, producer, memo) for i in node.input[:2])
+        data_rank, index_rank = (_rank(g, i, memo) for i in node.input[:2])
         if data_rank is not None and index_rank is not None:
             rank = data_rank + index_rank - 1
     elif node.op_type in ROWWISE and node.output[0] == name:
         if node.op_type == "MatMul":
-            weight = g.value(input_at(node, 1))
-            ranks = [_rank(g, node.input[0], producer, memo)] if weight is not None and weight.ndim == 2 else [None]
+            ranks = [_rank(g, node.input[0], memo)] if g.ndim(input_at(node, 1)) == 2 else [None]
         else:  # numpy broadcasting: the highest rank of the inputs
-            ranks = [_rank(g, i, producer, memo) for i in node.input[:2] if i]
+            ranks = [_rank(g, i, memo) for i in node.input[:2] if i]
         rank = None if not ranks or None in ranks else max(ranks)
     elif node.op_type == "Shape":
         rank = 1
     elif node.op_type == "Reshape":
-        rank = _length(g, node.input[1], producer, memo)
+        rank = _length(g, node.input[1], memo)
     elif node.op_type == "Transpose":
-        rank = _rank(g, node.input[0], producer, memo)
+        rank = _rank(g, node.input[0], memo)
     elif node.op_type == "Slice":
-        rank = _rank(g, node.input[0], producer, memo)
+        rank = _rank(g, node.input[0], memo)
     elif node.op_type == "Unsqueeze":
         axes = g.value(input_at(node, 1))
         axes = axes if axes is not None else next((a.ints for a in node.attribute if a.name == "axes"), None)
-        inner = _rank(g, node.input[0], producer, memo)
+        inner = _rank(g, node.input[0], memo)
         rank = None if axes is None or inner is None else inner + len(np.ravel(axes))
     memo[name] = rank
     return rank
 
 
-def _length(g: GraphIndex, name: str, producer: dict, memo: dict) -> int | None:
+def _length(g: GraphIndex, name: str, memo: dict) -> int | None:
     """The number of elements of a 1-D shape tensor, e.g. the one a Reshape is given."""
     constant = g.value(name)
-    node = producer.get(name)
+    node = g.producers.get(name)
     if constant is not None:
         return constant.size
     if node is None:
         return None
     if node.op_type == "Concat":
-        parts = [_length(g, i, producer, memo) for i in node.input]
+        parts = [_length(g, i, memo) for i in node.input]
         return None if None in parts else sum(parts)
-    if node.op_type == "Unsqueeze" and _rank(g, node.input[0], producer, memo) == 0:
+    if node.op_type == "Unsqueeze" and _rank(g, node.input[0], memo) == 0:
         return 1
     if node.op_type == "Shape" and not node.attribute:
-        return _rank(g, node.input[0], producer, memo)
+        return _rank(g, node.input[0], memo)
     return None
 
 
@@ -273,13 +271,12 @@ def _rowwise(g: GraphIndex, node) -> bool:
     if any(g.used(o) for o in node.output[1:]):  # a norm's mean / inverse std
         return False
     if node.op_type == "MatMul":
-        weight = g.value(input_at(node, 1))
-        return weight is not None and weight.ndim == 2
+        return g.ndim(input_at(node, 1)) == 2
     if node.op_type == "LayerNormalization":
         return any(a.name == "axis" and a.i == -1 for a in node.attribute) or \
             not any(a.name == "axis" for a in node.attribute)
     # constants may only broadcast along the hidden axis
-    return all((g.value(i) is None or g.value(i).ndim <= 1) for i in node.input if i)
+    return all(g.ndim(i) is None or g.ndim(i) <= 1 for i in node.input if i)
 
 
 def gather_rows_early(model) -> int:
@@ -296,14 +293,14 @@ def gather_rows_early(model) -> int:
     from onnx import helper
 
     g = GraphIndex(model)
-    producer = {o: n for n in g.graph.node for o in n.output}
+    producer = g.producers
     narrowed = 0
     for gather in [n for n in g.graph.node if n.op_type == "Gather" and n.domain in ("", "ai.onnx")]:
         data, index = gather.input[0], gather.input[1]
         idx = g.value(index)
         axis = next((a.i for a in gather.attribute if a.name == "axis"), 0)
         if (idx is None or idx.ndim != 0 or axis != 1 or len(g.consumers[data]) != 1
-                or data in g.outputs or _rank(g, data, producer, {}) != 3):
+                or data in g.outputs or _rank(g, data, {}) != 3):
             continue
         # Walk back in reverse topological order: a node joins when it is row-wise and
         # everything reading its output is already in (or is the gather).
@@ -318,13 +315,13 @@ def gather_rows_early(model) -> int:
                     all(c is gather or id(c) in member_ids for c in readers):
                 members.append(node)
                 member_ids.add(id(node))
-                wanted.update(i for i in node.input if i and g.value(i) is None)
+                wanted.update(i for i in node.input if i and not g.is_constant(i))
         if not members:
             continue
         made = {o for n in members for o in n.output}
-        frontier = sorted({i for n in members for i in n.input if i and g.value(i) is None and i not in made})
+        frontier = sorted({i for n in members for i in n.input if i and not g.is_constant(i) and i not in made})
         memo: dict = {}
-        if any(_rank(g, f, producer, memo) != 3 for f in frontier):
+        if any(_rank(g, f, memo) != 3 for f in frontier):
             continue
         rows = {f: f"{f}_edgeify_row" for f in frontier}
         row_index = g.add(idx, "row_index")  # an initializer: valid wherever the gathers go

@@ -47,7 +47,7 @@ def _shift_plan(g: GraphIndex, norm, beta: np.ndarray):
     for reader in g.consumers.get(out, []):
         weight = g.value(input_at(reader, 1))
         if reader.op_type == "Attention" and reader.domain == MS and list(reader.input).count(out) == 1 \
-                and reader.input[0] == out and weight is not None and g.value(input_at(reader, 2)) is not None:
+                and reader.input[0] == out and weight is not None and g.is_constant(input_at(reader, 2)):
             plan.append((reader, 2, beta @ weight))
         elif reader.op_type == "MatMul" and reader.input[0] == out and weight is not None and weight.ndim == 2:
             after = g.consumers.get(reader.output[0], [])
