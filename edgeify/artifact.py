@@ -13,15 +13,47 @@ from edgeify.runtimes import open_runner
 from edgeify.targets import local
 
 
-def _reference_dir(artifact: Path, given: str | None) -> Path:
-    """Tokenizer and labels for an artifact: --model-dir, or the run's pytorch/ dir."""
-    if given:
-        return Path(given)
+def _run_model_dir(artifact: Path) -> Path | None:
+    """The model directory an artifact came with: itself, or its run's pytorch/ folder."""
     for cand in (artifact, artifact.parent / "pytorch", artifact.parent.parent / "pytorch"):
         if cand.is_dir() and (cand / "config.json").exists():
             return cand
-    raise UsageError(f"cannot find the tokenizer for {artifact}; pass --model-dir with the "
-                     "model directory (e.g. the run's pytorch/ folder)")
+    return None
+
+
+def _reference_dir(artifact: Path, given: str | None) -> Path:
+    """Tokenizer and labels for an artifact: --model-dir, or the run's pytorch/ dir."""
+    if given:
+        path = Path(given)
+        if not path.is_dir():  # else transformers takes it for a hub id
+            raise UsageError(f"--model-dir {given}: no such directory; give the folder with the model's "
+                             "tokenizer and config (e.g. the run's pytorch/)")
+        return path
+    found = _run_model_dir(artifact)
+    if found is None:
+        raise UsageError(f"cannot find the tokenizer for {artifact}; pass --model-dir with the "
+                         "model directory (e.g. the run's pytorch/ folder)")
+    return found
+
+
+def check_seq_len(seq_len: int, artifact: Path, *, positions: int | None = None, config_dir: Path | None = None,
+                  cache: int | None = None, static: int | None = None, exact: bool = True) -> None:
+    """Refuse a --seq-len the artifact cannot take, before anything runs: past a limit it fails
+    deep in the runtime (onnxruntime InvalidArgument, torch IndexError, a full cache).
+    `static`: a length the file takes exactly (`exact`), or at most (a causal LM's window,
+    which preceding context fills up to that length)."""
+    if static and exact and seq_len != static:
+        raise UsageError(f"--seq-len {seq_len}: {artifact} takes sequences of exactly {static} tokens "
+                         f"(a static input shape); use --seq-len {static}")
+    if static and not exact and seq_len > static:
+        raise UsageError(f"--seq-len {seq_len}: {artifact} takes at most {static} tokens "
+                         f"(a static input shape); use --seq-len {static} or less")
+    if cache and seq_len > cache:
+        raise UsageError(f"--seq-len {seq_len}: {artifact}'s key/value cache holds {cache} tokens; "
+                         f"use --seq-len {cache} or less")
+    if positions and seq_len > positions:
+        raise UsageError(f"--seq-len {seq_len}: the model takes at most {positions} tokens (its position "
+                         f"limit in {config_dir / 'config.json'}); use --seq-len {positions} or less")
 
 
 def eval_artifact(artifact: str | Path, data: str, *, model_dir: str | None = None,
@@ -33,23 +65,27 @@ def eval_artifact(artifact: str | Path, data: str, *, model_dir: str | None = No
     A causal LM's windows get `eval_context` preceding tokens (default seq_len), cut to
     what the artifact takes: its cache, its position limit, a static shape's length.
     """
-    from transformers import AutoConfig, AutoTokenizer
-
     from edgeify import families
+    from edgeify.families.loader import local_config, local_tokenizer
 
     artifact = Path(artifact)
-    runner = open_runner(artifact, threads or targets.get("host").threads)
+    if not artifact.exists():
+        raise UsageError(f"artifact not found: {artifact}")
     ref = _reference_dir(artifact, model_dir)
-    config = AutoConfig.from_pretrained(ref)
+    config = local_config(ref)
     family = families.for_model_type(config.model_type)
-    tokenizer = AutoTokenizer.from_pretrained(ref)
+    positions = families.position_limit(config)
+    check_seq_len(seq_len, artifact, positions=positions, config_dir=ref)  # before any weights load
+    runner = open_runner(artifact, threads or targets.get("host").threads)
+    decoder = getattr(runner, "decoder", None)
+    check_seq_len(seq_len, artifact, cache=decoder.max_length if decoder is not None else None,
+                  static=getattr(runner, "seq_len", None), exact=family.task != CAUSAL_LM)
+    tokenizer = local_tokenizer(ref)
     examples, desc = load_examples(family, data, synthetic_default=False, n_wanted=0,
                                    text_column=text_column, label_column=label_column)
     context = 0
     if family.task == CAUSAL_LM:
-        decoder = getattr(runner, "decoder", None)
-        limits = [getattr(config, "max_position_embeddings", None),
-                  decoder.max_length if decoder is not None else None,
+        limits = [positions, decoder.max_length if decoder is not None else None,
                   getattr(runner, "seq_len", None)]  # a static-shape file takes exactly its length
         wanted = seq_len if eval_context is None else eval_context
         context = max(0, min([wanted] + [n - seq_len for n in limits if n]))
@@ -66,8 +102,6 @@ def bench_artifact(artifact: str | Path, *, seq_len: int = 128, batch: int = 1, 
     """Latency and peak memory of one artifact on random token ids (`edgeify bench`)."""
     import numpy as np
 
-    from edgeify.runtimes import input_names
-
     tgt = targets.get(target)
     fmt = {".onnx": "onnx", ".xml": "openvino", ".tflite": "tflite"}.get(Path(artifact).suffix)
     if fmt is not None:
@@ -78,13 +112,34 @@ def bench_artifact(artifact: str | Path, *, seq_len: int = 128, batch: int = 1, 
         reason = tgt.refusal(fmt, op_notes(Path(artifact)))
         if reason:
             raise EdgeifyError(f"target {tgt.name!r} refuses {artifact}: {reason}")
-    names = input_names(Path(artifact))
+    names = _check_bench_shape(Path(artifact), seq_len, batch)
     ids = np.random.default_rng(0).integers(5, 100, size=(batch, seq_len), dtype=np.int64)
     fill = {"input_ids": ids, "attention_mask": np.ones_like(ids)}
     feeds = {n: fill.get(n, np.zeros_like(ids)) for n in names}
     host_threads = tgt.threads if tgt.measured else targets.get("host").threads
     result = local.measure(artifact, feeds, threads or host_threads, max_seconds=seconds, env=tgt.env)
     return {"artifact": str(artifact), "target": tgt.name, "measured": tgt.measured, **result}
+
+
+def _check_bench_shape(artifact: Path, seq_len: int, batch: int) -> tuple[str, ...]:
+    """The artifact's input names, once --seq-len and --batch are known to fit its static
+    axes, a decoder's cache and, when its model directory is at hand (a run's pytorch/), the
+    model's positions: the benchmark child would otherwise fail with the runtime's error.
+    A decoder is opened here for its cache length (its files do not all state it)."""
+    from edgeify import families
+    from edgeify.families.loader import local_config
+    from edgeify.runtimes import declared_inputs, is_decoder, open_decoder
+
+    inputs = declared_inputs(artifact)
+    shape = next(iter(inputs.values()), None) or ()
+    if len(shape) > 0 and shape[0] and batch != shape[0]:
+        raise UsageError(f"--batch {batch}: {artifact} takes a batch of exactly {shape[0]} "
+                         f"(a static input shape); use --batch {shape[0]}")
+    ref = _run_model_dir(artifact)
+    cache = open_decoder(artifact, 1).max_length if artifact.is_file() and is_decoder(artifact) else None
+    check_seq_len(seq_len, artifact, static=shape[1] if len(shape) > 1 else None, cache=cache, config_dir=ref,
+                  positions=families.position_limit(local_config(ref)) if ref is not None else None)
+    return tuple(inputs)
 
 
 def generate_text(artifact: str | Path, prompt: str, sampling_args: dict, *, model_dir: str | None = None,
@@ -95,14 +150,13 @@ def generate_text(artifact: str | Path, prompt: str, sampling_args: dict, *, mod
     Text is written as tokens arrive; a byte-level BPE token can end inside a UTF-8
     character, so text is only written once it decodes cleanly.
     """
-    from transformers import AutoTokenizer
-
+    from edgeify.families.loader import local_tokenizer
     from edgeify.generate import Sampling, generate
     from edgeify.runtimes import open_decoder
 
     artifact = Path(artifact)
     decoder = open_decoder(artifact, threads or targets.get("host").threads)
-    tokenizer = AutoTokenizer.from_pretrained(_reference_dir(artifact, model_dir))
+    tokenizer = local_tokenizer(_reference_dir(artifact, model_dir))
     stop_ids = []
     for text in stop:
         ids = tokenizer.encode(text, add_special_tokens=False)

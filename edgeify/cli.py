@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 
 import click
 
-from edgeify.errors import EdgeifyError
+from edgeify.errors import EdgeifyError, Terminated
 
 RUN_HELP = """Make MODEL small and fast, export it, and measure it against PyTorch.
 
@@ -208,7 +210,8 @@ def eval_cmd(artifact, data, model_dir, text_column, label_column, seq_len, n_ev
 @click.option("--batch", default=1, show_default=True, type=click.IntRange(1))
 @click.option("--target", default="host", show_default=True)
 @click.option("--threads", type=click.IntRange(1), help="Threads [default: the target's].")
-@click.option("--seconds", default=6.0, show_default=True, type=float, help="Timing budget.")
+@click.option("--seconds", default=6.0, show_default=True, type=click.FloatRange(0, min_open=True),
+              help="Timing budget.")
 @debug_option
 def bench_cmd(artifact, seq_len, batch, target, threads, seconds, debug):
     """Latency (p50/p90) and peak memory of ARTIFACT on random token ids."""
@@ -257,23 +260,64 @@ def generate_cmd(artifact, prompt, max_new_tokens, temperature, top_k, top_p, se
                    f"tokens/s; {result['runtime']}, {result['precision']}]", err=True)
 
 
+# Third-party C++ loggers (TensorFlow/LiteRT via absl, torch's c10, oneDNN notes) print
+# `W1201 ...` / `I0000 ... oneDNN custom operations are on` lines a user cannot act on;
+# they are set before those libraries load, here and in every child process, unless --debug.
+# (Levels hide info and warnings; errors still print.)
+# TORCH_LOGS=-all: torch's Python loggers (own handler, `W1201 ... _pytree.py] ...`) at ERROR.
+QUIET_ENV = {"TF_CPP_MIN_LOG_LEVEL": "2", "TORCH_CPP_LOG_LEVEL": "ERROR", "GLOG_minloglevel": "2",
+             "TORCH_LOGS": "-all", "TRANSFORMERS_VERBOSITY": "error"}
+
+
+def _quiet_third_party() -> None:
+    for key, value in QUIET_ENV.items():
+        os.environ.setdefault(key, value)
+    # NNCF logs INFO tables to stdout through a handler of its own, set up when imported;
+    # a filter on its logger outlasts that (its warnings still show)
+    logging.getLogger("nncf").addFilter(lambda record: record.levelno >= logging.WARNING)
+    import warnings
+
+    warnings.filterwarnings("ignore")
+
+
+def _raise_terminated(signum, frame):
+    """SIGTERM/SIGHUP unwind the run like Ctrl-C (every `finally` and cleanup runs, child
+    processes started with subprocess.run are killed). A second signal during that
+    cleanup is ignored, so the cleanup is not cut short."""
+    for sig in (signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, signal.SIG_IGN)
+    raise Terminated(signum)
+
+
+def _echo_err(message: str) -> None:
+    try:
+        click.echo(message, err=True)
+    except OSError:  # SIGHUP: the terminal may be gone
+        pass
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv or os.environ.get("EDGEIFY_DEBUG") == "1"
     logging.basicConfig(level=logging.DEBUG if debug else logging.ERROR,
                         format="%(levelname)s %(name)s: %(message)s")
     if not debug:
-        os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
-        import warnings
-
-        warnings.filterwarnings("ignore")
+        _quiet_third_party()
+    old_handlers = {}
+    if threading.current_thread() is threading.main_thread():  # only there can handlers be set
+        old_handlers = {sig: signal.signal(sig, _raise_terminated) for sig in (signal.SIGTERM, signal.SIGHUP)
+                        if signal.getsignal(sig) is not signal.SIG_IGN}  # nohup's SIGHUP stays ignored
     try:
         cli.main(args=argv, prog_name="edgeify", standalone_mode=False)
         return 0
     except click.exceptions.Exit as e:
         return e.exit_code
-    except (click.exceptions.Abort, KeyboardInterrupt):
-        click.echo("edgeify: interrupted; no partial output was kept", err=True)
+    except (click.exceptions.Abort, KeyboardInterrupt) as e:
+        signalled = e if isinstance(e, Terminated) else e.__cause__  # click wraps it in Abort
+        if isinstance(signalled, Terminated):
+            _echo_err(f"edgeify: stopped by {signalled}; no partial output was kept")
+            return signalled.exit_code
+        _echo_err("edgeify: interrupted; no partial output was kept")
         return 130
     except click.ClickException as e:
         e.show()
@@ -281,13 +325,16 @@ def main(argv: list[str] | None = None) -> int:
     except EdgeifyError as e:
         if debug:
             raise
-        click.echo(f"edgeify: error: {e}", err=True)
+        _echo_err(f"edgeify: error: {e}")
         return e.exit_code
     except Exception as e:  # noqa: BLE001 - one line for users, traceback with --debug
         if debug:
             raise
-        click.echo(f"edgeify: error: {type(e).__name__}: {e} (run with --debug for the traceback)", err=True)
+        _echo_err(f"edgeify: error: {type(e).__name__}: {e} (run with --debug for the traceback)")
         return 1
+    finally:
+        for sig, handler in old_handlers.items():
+            signal.signal(sig, handler)
 
 
 if __name__ == "__main__":

@@ -256,10 +256,16 @@ def _runtime_line(report: dict, entry: dict) -> str:
 
 def _latency_lines(report: dict, entry: dict) -> list[str]:
     t, lat = report["target"], entry.get("latency_ms") or {}
-    host = "the device itself" if t.get("measured") else "this host, not the target"
+    # every figure but a --device one is timed here: never say "the device" for it
+    host = ("this host" + ("" if t.get("name") == "host" else f" as target {t['name']}")
+            if t.get("measured") else "this host, not the target")
     out = [f"- latency, **measured** on {host} ({t.get('cpu')}, {t.get('timing_threads') or t.get('threads')} "
            f"threads, batch 1, seq {entry.get('seq_len')}): p50 {lat.get('p50', float('nan')):.2f} ms, "
            f"p90 {lat.get('p90', float('nan')):.2f} ms; peak RSS {entry.get('peak_rss_mb') or 0:.0f} MB"]
+    dev = entry.get("device") or {}
+    if dev.get("p50") is not None:
+        out.append(f"- latency, **measured on the device** {(report.get('device') or {}).get('address', '')} "
+                   f"({dev.get('runtime', '?')}): p50 {dev['p50']:.2f} ms, p90 {dev.get('p90', float('nan')):.2f} ms")
     gen = entry.get("generation")
     if gen:
         out.append(f"- generation, **measured** on the same host: prefill {gen.get('prefill_tokens_per_s', 0):.0f} "

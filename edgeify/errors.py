@@ -15,3 +15,15 @@ class UsageError(EdgeifyError):
     """Bad model name, bad option combination, bad data file: the user can fix it."""
 
     exit_code = 2
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP (kill, `timeout`, `docker stop`, CI cancellation, a closed SSH
+    session): ends a run exactly like Ctrl-C, so every cleanup that handles one handles both."""
+
+    def __init__(self, signum: int):
+        import signal
+
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+        self.exit_code = 128 + signum

@@ -19,6 +19,7 @@ from edgeify.build import build_format, eval_context_for, formats_for, lengths_f
 from edgeify.calibration.datasets import DEFAULT_N_EVAL, load_examples, prepare
 from edgeify.errors import UsageError
 from edgeify.evaluate import evaluate, metric_delta, metric_drop, parity, scorer
+from edgeify import families
 from edgeify.families import CAUSAL_LM, loader
 from edgeify.runtimes.torch_runner import TorchRunner
 from edgeify.targets import device_bench, local, planner, projection, remote
@@ -188,25 +189,39 @@ def _compress(loaded, family, examples, data, config: RunConfig, threads: int, f
     return timed, rows, stages[-1], timed[-1][1], result
 
 
+def _check_before_loading(config: RunConfig, backends, log_fn) -> tuple:
+    """Every check that needs no model, before one is loaded or built: a typo must not cost
+    a download or a starter build first. Returns the output path, the --device, and the
+    user's data examples (None when the data is read later, with the model's family)."""
+    bad = [n for n in (config.seq_len, *config.extra_seq_lens) if n < 8]
+    if bad:
+        raise UsageError(f"--seq-len must be at least 8, got {bad[0]}")
+    final = staging.check_out_dir(config, log_fn)
+    device = (remote.Device.parse(config.device, python=config.device_python, key=config.device_key,
+                                  known_hosts=config.device_known_hosts)
+              if config.device else None)  # a malformed --device fails before any work
+    family, model_config, source = loader.peek_config(config.model)
+    longest = max((config.seq_len, *config.extra_seq_lens))
+    limit = families.position_limit(model_config)
+    if limit and longest > limit:
+        raise UsageError(f"--seq-len {longest} is longer than the {limit} positions {config.model} has "
+                         f"(its config, {source}); accepted: 8 to {limit}")
+    if config.max_length and family.cached_decoder and config.max_length < longest:
+        raise UsageError(f"--max-length {config.max_length} is shorter than --seq-len {longest}: the "
+                         "decoders are evaluated on windows of --seq-len tokens, which must fit the cache")
+    examples = None
+    if config.data and config.data != "synthetic":
+        examples = load_examples(family, config.data, synthetic_default=False, n_wanted=0,
+                                 text_column=config.text_column, label_column=config.label_column)
+    return final, device, examples
+
+
 def run(config: RunConfig, log_fn: Callable[[str], None] = print) -> dict:
     target = targets.get(config.target)
     # a device we cannot time from here is run with this host's threads, and says so
     threads = target.threads if target.measured else targets.get("host").threads
     backends = [export.get_backend(f) for f in formats_for(config.formats, target)]
-    bad = [n for n in (config.seq_len, *config.extra_seq_lens) if n < 8]
-    if bad:
-        raise UsageError(f"--seq-len must be at least 8, got {bad[0]}")
-    final = staging.check_out_dir(config)
-    device = (remote.Device.parse(config.device, python=config.device_python, key=config.device_key,
-                                  known_hosts=config.device_known_hosts)
-              if config.device else None)  # a malformed --device fails before any work
-
-    # A user's data file is read before any model is loaded or built: a typo fails at once.
-    family = loader.peek_family(config.model)
-    examples = None
-    if config.data and config.data != "synthetic" and family is not None:
-        examples = load_examples(family, config.data, synthetic_default=False, n_wanted=0,
-                                 text_column=config.text_column, label_column=config.label_column)
+    final, device, examples = _check_before_loading(config, backends, log_fn)
 
     log_fn(f"[1/5] loading model {config.model}")
     loaded = loader.resolve(config.model, log_fn=log_fn)
@@ -224,9 +239,6 @@ def run(config: RunConfig, log_fn: Callable[[str], None] = print) -> dict:
                                  n_wanted=n_wanted, text_column=config.text_column,
                                  label_column=config.label_column)
     lengths = lengths_for(config, backends, log_fn)
-    if config.max_length and family.cached_decoder and config.max_length < max(lengths):
-        raise UsageError(f"--max-length {config.max_length} is shorter than --seq-len {max(lengths)}: the "
-                         "decoders are evaluated on windows of --seq-len tokens, which must fit the cache")
     contexts = {n: eval_context_for(config, family, loaded.model.config, backends, n) for n in lengths}
     datas = {n: prepare(family, loaded.tokenizer, loaded.model.config.id2label, *examples,
                         seq_len=n, n_calibration=config.n_calibration, n_eval=config.n_eval,
@@ -374,6 +386,7 @@ def run(config: RunConfig, log_fn: Callable[[str], None] = print) -> dict:
             # each compression stage's PyTorch model: what every stage bought
             "stages": stage_rows,
             "artifacts": entries,
+            **({"device": device_bench.summary(device, on_device)} if device is not None else {}),
             "selection": selection,
             "plan": asdict(plan),
             "versions": versions,
@@ -384,4 +397,5 @@ def run(config: RunConfig, log_fn: Callable[[str], None] = print) -> dict:
     log_fn("")
     log_fn(report_mod.terminal_table(rep))
     log_fn(f"\nreport: {final / 'report.md'}")
+    device_bench.check(rep, final / "report.md")  # --device measured nothing: exit 1, host report kept
     return rep

@@ -10,7 +10,7 @@ from dataclasses import fields
 from importlib import metadata
 from pathlib import Path
 
-from edgeify import deploy_card, report_plots
+from edgeify import deploy_card, report_device, report_plots
 from edgeify.report_plots import estimate_ms
 
 log = logging.getLogger(__name__)
@@ -98,7 +98,8 @@ def terminal_table(report: dict) -> str:
     line = "  ".join(heads[k].ljust(widths[k]) for k in heads)
     sep = "  ".join("-" * widths[k] for k in heads)
     body = ["  ".join(r[k].ljust(widths[k]) for k in heads) for r in data]
-    return "\n".join([line, sep, *body])
+    # what --device measured, under the host's figures and never mixed into them
+    return "\n".join([line, sep, *body, *report_device.terminal_lines(report)])
 
 
 def _generation_line(report: dict) -> list[str]:
@@ -116,8 +117,7 @@ def markdown(report: dict, out_dir: Path | None = None, pareto: Path | None = No
     `pareto`: the plot to link; `cards`: deploy_card.cards() when already made."""
     m, d, t = report["model"], report["data"], report["target"]
     heads = _headers(report)
-    where = ("measured on the device itself" if t["measured"]
-             else f"timed on this host with {t.get('timing_threads')} threads, not on {t['name']}")
+    where = report_device.latency_where(report)
     lines = [f"# edgeify report: {m['id']}", ""]
     if m["source"] == "starter":
         held = (m.get("starter") or {}).get("held_out", {})
@@ -148,6 +148,7 @@ def markdown(report: dict, out_dir: Path | None = None, pareto: Path | None = No
             lines += [f"> **{a['path']}** refused by target `{t['name']}`: {a['refused']}", ""]
         elif a.get("notes", {}).get("warning"):
             lines += [f"> **{a['path']}**: {a['notes']['warning']}", ""]
+    lines += report_device.markdown_lines(report)
     lines += estimated_table(report) + _target_choice_lines(report)
     if pareto is not None:
         est = report_plots.estimate_target(report)
@@ -186,7 +187,8 @@ def _host_title(report: dict) -> str:
     t = report["target"]
     threads = t.get("timing_threads") or t.get("threads")
     if t.get("measured"):
-        return f"Measured on {t['cpu']} ({threads} threads{'' if t['name'] == 'host' else ', target ' + t['name']})"
+        return (f"Measured on this host: {t['cpu']} ({threads} threads"
+                f"{'' if t['name'] == 'host' else ', target ' + t['name']})")
     return f"Measured on this host: {t['cpu']} ({threads} threads) — not on {t['name']}"
 
 

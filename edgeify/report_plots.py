@@ -14,6 +14,8 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
+from edgeify import staging
+
 
 PNG = "pareto.png"
 
@@ -190,6 +192,7 @@ def _save_atomically(fig, path: Path) -> Path:
     try:
         with os.fdopen(fd, "wb") as f:
             fig.savefig(f, format="png")
+        staging.apply_umask(Path(tmp))  # mkstemp made it 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -132,8 +132,9 @@ def search(config, budgets: Budgets, run: Callable[..., dict], log_fn: Callable[
     if config.compress:
         raise UsageError("budgets (--max-latency-ms, --max-size-mb, --max-memory-mb) search compression "
                          "recipes themselves; drop --distill / --prune / --trim-vocab, or drop the budgets")
-    root = staging.check_out_dir(config)  # the run's own default and overwrite rules
+    root = staging.check_out_dir(config, log_fn)  # the run's own default and overwrite rules
     root.mkdir(parents=True, exist_ok=True)
+    staging.mark(root, "search")  # a later --force may replace it
     recipes = RECIPES if recipes is None else recipes
     state = {"model": config.model, "target": config.target, "budgets": asdict(budgets),
              "recipes": [], "candidates": [], "pareto": [], "best": None, "verdict": ""}

@@ -25,9 +25,9 @@ def test_electra_int8_tflite(tmp_path, starter_dir, capsys):
     assert report["artifacts"][0]["parity"]["max_abs_diff"] < 1e-3
     assert sum(a.get("selected", False) for a in report["artifacts"]) == 1
     capsys.readouterr()
-    # the file takes exactly 32 tokens: another length is a clear one-line error
+    # the file takes exactly 32 tokens: another length is a usage error, in one line
     fp32 = out / report["artifacts"][0]["path"]
-    assert main(["bench", str(fp32), "--seq-len", "64", "--seconds", "0.2"]) == 1
+    assert main(["bench", str(fp32), "--seq-len", "64", "--seconds", "0.2"]) == 2
     err = capsys.readouterr().err
     assert "takes sequences of exactly 32 tokens" in err and "Traceback" not in err
     assert main(["bench", str(fp32), "--seq-len", "32", "--seconds", "0.2"]) == 0

@@ -146,6 +146,85 @@ def test_markdown_without_estimates_has_only_the_measured_table():
     assert [e["path"] for e, _ in deploy_card.chosen(rep)] == ["onnx/model.fp32.onnx"]
 
 
+
+def _host_report_with_device() -> dict:
+    """A `--target host --device pi@board:2222` report: two artifacts measured on the
+    device, one the device failed, as pipeline.run writes them."""
+    rep = _report(estimates=False)
+    rep["target"] = {"name": "host", "description": "this machine", "threads": 2, "measured": True,
+                     "timing_threads": 2, "env": {}, "cpu": "Test CPU [avx2]"}
+    rep["config"].update(target="host", device="pi@board:2222")
+    for a in rep["artifacts"]:
+        a.pop("refused", None)
+    ok = {"p50": 41.25, "p90": 47.5, "mean": 42.0, "runs": 30, "peak_rss_mb": 80.0, "runtime": "onnxruntime 1.16.3",
+          "precision": "fp32", "threads": 4, "device": "pi@board:2222", "metric": {"name": "accuracy", "value": 89.75,
+                                                                                 "n": 100}}
+    rep["artifacts"][0]["device"] = ok
+    rep["artifacts"][1]["device"] = {**ok, "p50": 17.5, "p90": 19.0, "metric": {"name": "accuracy", "value": 88.25,
+                                                                               "n": 100}}
+    rep["artifacts"][2]["device"] = {"error": "pi@board:2222: the device's Python (/usr/bin/python3) has no tflite "
+                                              "runtime | tried tflite_runtime"}
+    rep["artifacts"][3]["device"] = {"error": "cached decoders are not timed on a device yet"}
+    rep["device"] = {"address": "pi@board:2222", "measured": 2, "failed": 2,
+                     "error": rep["artifacts"][2]["device"]["error"]}
+    return rep
+
+
+def test_device_results_are_in_report_md_and_the_terminal_table():
+    rep = _host_report_with_device()
+    md = report.markdown(rep)
+    host = md.index("## Measured on this host: Test CPU [avx2] (2 threads)")
+    dev = md.index("## Measured on the device pi@board:2222")
+    assert host < dev
+    host_table = "\n".join(r for r in md[host:dev].splitlines() if r.startswith("|"))
+    assert "41.25" not in host_table and "17.50" not in host_table  # the device's figures stay out of it
+    section = md[dev:md.index("\n## ", dev + 3)]
+    assert "2 of 4 artifacts were timed on the device" in section
+    rows = {r.split(" | ")[0][2:]: r for r in section.splitlines() if r.startswith("| onnx") or r.startswith("| tflite")}
+    assert set(rows) == {"onnx fp32", "onnx int8-static *", "tflite fp32", "tflite int8-static"}
+    # device metric, p50, p90, the host's p50 beside them, the device's runtime, the status
+    assert rows["onnx fp32"] == "| onnx fp32 | 89.75 | 41.25 | 47.50 | 8.00 | onnxruntime 1.16.3 | measured |"
+    assert "| 17.50 | 19.00 | 3.00 |" in rows["onnx int8-static *"]
+    assert "error: pi@board:2222: the device's Python (/usr/bin/python3) has no tflite runtime \\| tried" \
+        in rows["tflite fp32"]  # a | in an error does not split the row
+    assert "| error: cached decoders are not timed on a device yet |" in rows["tflite int8-static"]
+    # the terminal: the host's table first, then the device's
+    table = report.terminal_table(rep)
+    head = table.index("Measured on the device pi@board:2222")
+    assert "p50 ms" in table[:head] and "41.25" not in table[:head]
+    lines = table[head:].splitlines()
+    onnx = next(ln for ln in lines if ln.startswith("onnx fp32 "))
+    assert onnx.split() == ["onnx", "fp32", "89.75", "41.25", "47.50", "8.00", "onnxruntime", "1.16.3", "measured"]
+    assert any(ln.startswith("tflite fp32 ") and "error: pi@board:2222: the device's Python" in ln for ln in lines)
+    # without --device, no device section anywhere
+    plain = _report(estimates=False)
+    assert "Measured on the device" not in report.markdown(plain) + report.terminal_table(plain)
+
+
+def test_host_numbers_are_never_said_to_be_the_devices():
+    md = report.markdown(_host_report_with_device())
+    latency = next(ln for ln in md.splitlines() if ln.startswith("- latency:"))
+    assert "device itself" not in latency
+    assert "measured on this host (Test CPU [avx2])" in latency
+    assert "the host's table is this host's" in latency and "Measured on the device pi@board:2222" in latency
+    # the host target without a device: this host, its CPU, and no device mentioned
+    plain = _host_report_with_device()
+    plain.pop("device")
+    for a in plain["artifacts"]:
+        a.pop("device")
+    latency = next(ln for ln in report.markdown(plain).splitlines() if ln.startswith("- latency:"))
+    assert "measured on this host (Test CPU [avx2]) with 2 threads" in latency and "device" not in latency
+
+
+def test_a_device_that_measured_nothing_is_said_so():
+    rep = _host_report_with_device()
+    for a in rep["artifacts"]:
+        a["device"] = {"error": "pi@board:2222: unreachable: nothing accepts connections on port 2222"}
+    md = report.markdown(rep)
+    assert "**The device measured none of the 4 artifacts**" in md
+    assert md.count("| error: pi@board:2222: unreachable: nothing accepts connections on port 2222 |") == 4
+    assert "measured none of the 4 artifacts" in report.terminal_table(rep)
+
 def test_pareto_png_is_written_from_estimates_or_measurements(tmp_path):
     rep = _report()
     points, axis = report_plots.plot_points(rep)

@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import re
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -49,15 +50,40 @@ def _decode(path: Path) -> str:
     return path.read_bytes().decode("utf-8-sig", errors="replace")
 
 
+def _lift_field_limit() -> int:
+    """csv refuses fields over 128 KiB by default; the file is already in memory, so any
+    field that fits there is fine (a scraped page in one cell is real data). sys.maxsize
+    overflows the C long on some platforms (Windows): halve until it is taken.
+    Returns the previous limit, to put back: the limit is global to the process."""
+    limit = sys.maxsize
+    while True:
+        try:
+            return csv.field_size_limit(limit)
+        except OverflowError:
+            limit //= 2
+
+
+def _read_table(path: Path, raw: str, delimiter: str) -> list[dict]:
+    """Rows of a CSV/TSV; a malformed file is the user's to fix, so csv's own error
+    (which names neither file nor line) becomes a UsageError naming both."""
+    # newline="" keeps line breaks inside quoted fields (tweets have them)
+    reader = csv.DictReader(io.StringIO(raw, newline=""), delimiter=delimiter)
+    previous = _lift_field_limit()
+    try:
+        if not reader.fieldnames:
+            raise UsageError(f"{path}: empty data file (no header row)")
+        return [dict(r) for r in reader]
+    except csv.Error as e:  # the inner reader's line_num: DictReader's lags a row behind
+        raise UsageError(f"{path}:{reader.reader.line_num}: not a valid {path.suffix[1:].upper()} file ({e})") from None
+    finally:
+        csv.field_size_limit(previous)
+
+
 def _read_rows(path: Path) -> list[dict]:
     suffix = path.suffix.lower()
     raw = _decode(path)
     if suffix in TABLE_SUFFIXES:
-        # newline="" keeps line breaks inside quoted fields (tweets have them)
-        reader = csv.DictReader(io.StringIO(raw, newline=""), delimiter=TABLE_SUFFIXES[suffix])
-        if not reader.fieldnames:
-            raise UsageError(f"{path}: empty data file (no header row)")
-        return [dict(r) for r in reader]
+        return _read_table(path, raw, TABLE_SUFFIXES[suffix])
     rows = []
     # split on "\n" only: U+2028 and friends are valid inside JSON strings
     for n, line in enumerate(raw.split("\n"), 1):

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Protocol
 
+from edgeify import staging
 from edgeify.errors import EdgeifyError, UsageError
 
 
@@ -113,6 +114,7 @@ def written_atomically(path: Path):
     os.close(fd)
     try:
         yield tmp
+        staging.apply_umask(Path(tmp))  # mkstemp made it 0600
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

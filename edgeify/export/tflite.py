@@ -89,6 +89,14 @@ def _converter_progress(show: bool):
             os.environ[key] = before
 
 
+def _quiet():
+    """The converter, the quantizer and our checks make interpreters: TFLite's INFO line
+    about XNNPACK is hidden as the runners hide it."""
+    from edgeify.runtimes.tflite_runner import hide_tflite_info
+
+    return hide_tflite_info()
+
+
 def _family_ops(family, allowed: tuple[str, ...]) -> list[str]:
     wanted = {t for op in family.int8_ops for t in TFLITE_OPS.get(op, ())}
     return [op for op in allowed if op in wanted]
@@ -297,6 +305,10 @@ class TfliteBackend:
     static_shapes = True
 
     def export(self, model, family, sample, out_dir: Path) -> Artifact:
+        with _quiet():
+            return self._export(model, family, sample, out_dir)
+
+    def _export(self, model, family, sample, out_dir: Path) -> Artifact:
         import torch
 
         import litert_torch
@@ -312,6 +324,11 @@ class TfliteBackend:
 
     def quantize(self, fp32: Artifact, family, calibration, config, out_dir: Path,
                  validation: Validation | None = None) -> Artifact:
+        with _quiet():
+            return self._quantize(fp32, family, calibration, config, out_dir, validation)
+
+    def _quantize(self, fp32: Artifact, family, calibration, config, out_dir: Path,
+                  validation: Validation | None) -> Artifact:
         if fp32.path.name.startswith("decoder."):
             from edgeify.export.tflite_decoder import quantize_decoder
 
@@ -335,7 +352,9 @@ class TfliteBackend:
         cache of max_length slots."""
         from edgeify.export.tflite_decoder import export_decoder
 
-        return export_decoder(model, family, out_dir, prefill_len or 128, max_length or self.decoder_default_length)
+        with _quiet():
+            return export_decoder(model, family, out_dir, prefill_len or 128,
+                                  max_length or self.decoder_default_length)
 
     def decoder_configs(self, family, int8: bool) -> list:
         """Dynamic-range int8 and blockwise int4 weights (int8 / int4 x float activations,

@@ -39,6 +39,10 @@ class Family:
     # Evaluation data when the user gives no --data (hub: needs internet + `datasets`).
     default_data: str = ""
     starter_lr: float = 5e-4
+    # Held-out quality the offline starter must reach to be cached (starter.quality_floor):
+    # classifiers, accuracy points above chance; causal LMs, the largest perplexity as a
+    # fraction of the vocabulary size (a uniform guess). None: starter.py's task default.
+    starter_floor: float | None = None
     aliases: tuple[str, ...] = ()
     # where the blocks, heads and FFN neurons live (compress/ cuts them; see anatomy.py)
     anatomy: Anatomy | None = None
@@ -95,6 +99,17 @@ class Family:
 
 
 _REGISTRY: dict[str, Family] = {}
+
+
+def position_limit(config) -> int | None:
+    """The most token positions a model takes (a transformers config or its dict), None if
+    it declares none: longer inputs fail deep inside the model with a shape error."""
+    get = config.get if isinstance(config, dict) else (lambda k: getattr(config, k, None))
+    for key in ("max_position_embeddings", "n_positions", "max_position"):
+        value = get(key)
+        if isinstance(value, int) and value > 0:
+            return value
+    return None
 
 
 def register(family: Family) -> Family:

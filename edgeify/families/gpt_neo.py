@@ -29,6 +29,7 @@ FAMILY = register(Family(
     cached_decoder="edgeify.families.gpt_neo_cache",
     default_data="hub:wikitext@wikitext-2-raw-v1:test",
     starter_lr=2e-3,
+    starter_floor=0.10,  # x vocab size: under word-frequency guessing (~0.12); 50 steps give 0.07
     starter_config=dict(
         vocab_size=2048, hidden_size=128, num_layers=4, num_heads=4,
         attention_types=[[["global", "local"], 2]], window_size=256,

@@ -38,9 +38,12 @@ def _family_of_dir(path: Path) -> families.Family:
     if not cfg.exists():
         raise UsageError(f"{path}: not a Hugging Face model directory (no config.json)")
     try:
-        model_type = json.loads(cfg.read_text()).get("model_type")
+        data = json.loads(cfg.read_text(encoding="utf-8", errors="replace"))
     except ValueError as e:
         raise UsageError(f"{cfg}: not valid JSON ({e})") from None
+    if not isinstance(data, dict):
+        raise UsageError(f"{cfg}: not a model config (a JSON {type(data).__name__}, expected an object)")
+    model_type = data.get("model_type")
     if not model_type:
         raise UsageError(f"{cfg}: has no model_type")
     return families.for_model_type(model_type)
@@ -59,17 +62,70 @@ def peek_family(spec: str) -> families.Family | None:
         return None
 
 
-def load_local(path: Path) -> LoadedModel:
+def _first_line(e: BaseException) -> str:
+    """The gist of a library's error, on one line (some put the cause on the second)."""
+    lines = [ln.strip().rstrip(":") for ln in str(e).splitlines() if ln.strip()]
+    return "; ".join(lines[:2])[:200] or type(e).__name__
+
+
+def local_config(path: Path):
+    """The transformers config of a local model directory. A config.json that parses but
+    holds a bad value fails in transformers' validation with a message naming no file."""
+    from transformers import AutoConfig
+
+    _family_of_dir(path)  # no config.json, bad JSON, no or unknown model_type
+    try:
+        return AutoConfig.from_pretrained(str(path))
+    except Exception as e:  # noqa: BLE001 - ValueError, TypeError, huggingface_hub's StrictDataclassError
+        raise UsageError(f"{path / 'config.json'}: not a valid model config ({_first_line(e)})") from None
+
+
+def local_tokenizer(path: Path):
+    """The tokenizer of a local model directory; a truncated tokenizer.json is a JSON error."""
     from transformers import AutoTokenizer
 
+    try:
+        return AutoTokenizer.from_pretrained(str(path))
+    except (OSError, ValueError) as e:
+        raise UsageError(f"{path}: cannot load its tokenizer ({_first_line(e)})") from None
+
+
+def check_weights(path: Path) -> None:
+    """Refuse a truncated or garbled weights file (an interrupted download or copy), naming
+    it: safetensors and torch fail deep inside with a message naming no file. Only the
+    headers are read (safetensors checks its data covers the file; a torch zip's central
+    directory sits at its end), so this is cheap; same-size corruption is not detectable."""
+    import zipfile
+
+    from safetensors import safe_open
+
+    for f in sorted(path.glob("*.safetensors")):
+        try:
+            with safe_open(str(f), framework="pt"):
+                pass
+        except Exception as e:  # noqa: BLE001 - SafetensorError, OSError
+            raise UsageError(f"{f} is corrupt or truncated ({_first_line(e)}); re-download or re-save it") from None
+    for f in sorted(path.glob("pytorch_model*.bin")):
+        with open(f, "rb") as fh:
+            is_zip = fh.read(2) == b"PK"  # torch.save's format since 1.6; older pickles are not checked
+        if is_zip:
+            try:
+                zipfile.ZipFile(f).close()
+            except (zipfile.BadZipFile, OSError) as e:
+                raise UsageError(f"{f} is corrupt or truncated ({e}); re-download or re-save it") from None
+
+
+def load_local(path: Path) -> LoadedModel:
     from edgeify.families.starter import starter_info
 
     family = _family_of_dir(path)
+    local_config(path)
+    check_weights(path)
     try:
         model = family.load_model(str(path))
-        tokenizer = AutoTokenizer.from_pretrained(str(path))
     except (OSError, ValueError) as e:
-        raise UsageError(f"{path}: cannot load {family.name} model or tokenizer ({str(e).splitlines()[0][:200]})") from None
+        raise UsageError(f"{path}: cannot load {family.name} model ({_first_line(e)})") from None
+    tokenizer = local_tokenizer(path)
     info = starter_info(path)
     return LoadedModel(model, tokenizer, family, "starter" if info else "local",
                        str(path), starter=info)
@@ -122,28 +178,32 @@ def resolve(spec: str, log_fn: Callable[[str], None] = print, allow_starter: boo
         ) from None
 
 
-def peek_size(spec: str) -> tuple[families.Family, int, str]:
-    """Family, parameter count and where the config came from, without loading weights
-    (for `--plan`): a local dir's config, the hub's (cached or online), else the starter's."""
-    import torch
+def peek_config(spec: str) -> tuple[families.Family, Any, str]:
+    """Family, transformers config and where the config came from, without loading weights:
+    a local dir's config, the hub's (cached or online), else the offline starter's."""
     from transformers import AutoConfig
 
     path = Path(spec).expanduser()
     family = peek_family(spec)
-    config, source = None, ""
     if path.is_dir():
-        config, source = AutoConfig.from_pretrained(str(path)), str(path)
-    else:
-        model_id = family.default_checkpoint if family is not None else spec
-        try:
-            config, source = AutoConfig.from_pretrained(model_id), model_id
-        except OSError:
-            if family is None:
-                raise UsageError(f"unknown model {spec!r}: not a family ({', '.join(families.names())}), "
-                                 "not a local directory, and its config is not on the hub or cached") from None
-            config_cls, _ = family.transformers_classes()
-            config, source = config_cls(**family.starter_config), "offline starter (hub not reachable)"
-    family = family or families.for_model_type(config.model_type)
+        return family, local_config(path), str(path)
+    model_id = family.default_checkpoint if family is not None else spec
+    try:
+        config = AutoConfig.from_pretrained(model_id)
+    except OSError:
+        if family is None:
+            raise UsageError(f"unknown model {spec!r}: not a family ({', '.join(families.names())}), "
+                             "not a local directory, and its config is not on the hub or cached") from None
+        config_cls, _ = family.transformers_classes()
+        return family, config_cls(**family.starter_config), "offline starter (hub not reachable)"
+    return family or families.for_model_type(config.model_type), config, model_id
+
+
+def peek_size(spec: str) -> tuple[families.Family, int, str]:
+    """Family, parameter count and where the config came from, without loading weights (`--plan`)."""
+    import torch
+
+    family, config, source = peek_config(spec)
     _, model_cls = family.transformers_classes()
     with torch.device("meta"):
         params = sum(p.numel() for p in model_cls(config).parameters())

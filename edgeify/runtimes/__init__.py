@@ -83,7 +83,11 @@ def open_decoder(path: str | Path, threads: int) -> Decoder:
         raise UsageError(f"artifact not found: {path}")
     factory = _decoder_factory(path)
     if factory is not None:
-        return factory(path, threads)
+        try:
+            return factory(path, threads)
+        except EdgeifyError:  # a predicate reads only a file's head: the damage may lie past it
+            _refuse_if_corrupt(path)
+            raise
     if path.is_dir() and (path / "config.json").exists():
         from edgeify.families import CAUSAL_LM
         from edgeify.families.loader import _family_of_dir
@@ -91,8 +95,53 @@ def open_decoder(path: str | Path, threads: int) -> Decoder:
 
         if _family_of_dir(path).task == CAUSAL_LM:
             return TorchDecoder(path, threads)
+    _refuse_if_corrupt(path)  # no decoder predicate parses a damaged file: not "not a decoder"
     kinds = ", ".join(name for name, _, _ in _DECODERS)
     raise UsageError(f"{path}: not a cached decoder edgeify can generate with; accepted: {kinds}")
+
+
+def _refuse_if_corrupt(path: Path) -> None:
+    reason = corrupt_reason(path)
+    if reason:
+        raise UsageError(f"{path} is corrupt or truncated ({reason}); re-export it or copy it again") from None
+
+
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
+    return (lines[0] if lines else type(e).__name__)[:200]
+
+
+def corrupt_reason(path: Path) -> str | None:
+    """Why an artifact file cannot be parsed at all (cut short by a failed copy or download,
+    or overwritten), or None when it parses. Structure only: nothing is compiled or run,
+    except for .tflite, whose flatbuffer only a TFLite runtime verifies."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    if path.suffix == ".onnx":
+        import onnx
+
+        try:
+            graph = onnx.load(str(path), load_external_data=False).graph
+        except Exception as e:  # noqa: BLE001 - protobuf DecodeError and friends
+            return _first_line(e)
+        return None if graph.node else "no graph in the file"
+    if path.suffix == ".xml":
+        from edgeify.runtimes.openvino_runner import ir_damage
+
+        return ir_damage(path)
+    if path.suffix == ".tflite":
+        from edgeify.runtimes.tflite_runner import TfliteRunner
+
+        try:
+            TfliteRunner(path, 1)
+        except UsageError:  # no TFLite runtime: cannot tell
+            return None
+        except EdgeifyError as e:  # only the flatbuffer checks: an unsupported op is not damage
+            msg = str(e).removeprefix(f"{path}: ")
+            if "flatbuffer" in msg.lower():
+                return msg.removeprefix("cannot load TFLite model (").removesuffix(")")
+    return None
 
 
 class DecoderRunner:
@@ -150,52 +199,72 @@ from edgeify.runtimes import (  # noqa: E402,F401  (registration)
     onnxruntime_runner as _ort, openvino_runner as _ov, tflite_runner as _tflite, torch_runner as _torch)
 
 
+Shape = tuple[int | None, ...]  # a declared input shape; None: a dynamic axis
+
+
 def input_names(path: Path) -> tuple[str, ...]:
     """The inputs an artifact expects, without loading its weights."""
+    return tuple(declared_inputs(path))
+
+
+def _dim(value) -> int | None:
+    return value if isinstance(value, int) and value > 0 else None
+
+
+def _onnx_inputs(path: Path) -> dict[str, Shape | None]:
+    import onnx
+
+    try:
+        graph = onnx.load(str(path), load_external_data=False).graph
+    except Exception as e:  # noqa: BLE001
+        raise EdgeifyError(f"{path}: cannot read ONNX model (corrupt or truncated file: "
+                           f"{_first_line(e)}); re-export it or copy it again") from None
+    inits = {i.name for i in graph.initializer}
+    inputs = {i.name: tuple(_dim(d.dim_value) for d in i.type.tensor_type.shape.dim)
+              for i in graph.input if i.name not in inits}
+    if not graph.node or not inputs:
+        raise EdgeifyError(f"{path}: cannot read ONNX model (no graph)")
+    return inputs
+
+
+def _ir_inputs(path: Path) -> dict[str, Shape | None]:
+    import xml.etree.ElementTree as ET
+
+    try:
+        layers = ET.parse(path).getroot().iter("layer")
+    except ET.ParseError as e:
+        raise EdgeifyError(f"{path}: not a valid OpenVINO IR .xml (corrupt or truncated: {e})") from None
+    inputs = {}
+    for layer in layers:
+        if layer.get("type") == "Parameter":
+            port = layer.find("output/port")
+            name = (port.get("names") if port is not None else None) or layer.get("name")
+            inputs[name.split(",")[0]] = None  # the runner reshapes a static IR to the feeds
+    if not inputs:
+        raise EdgeifyError(f"{path}: OpenVINO IR has no inputs")
+    return inputs
+
+
+def declared_inputs(path: Path) -> dict[str, Shape | None]:
+    """The inputs an artifact expects and the shape each must have, without loading its
+    weights: an int is an axis the runtime takes at exactly that length (a static ONNX
+    input; a TFLite file's sequence), None an axis of any length or a file that does not say."""
     path = Path(path)
     if is_decoder(path):
-        return DecoderRunner.input_names
+        return {n: None for n in DecoderRunner.input_names}
     if path.is_file() and path.suffix == ".onnx":
-        import onnx
-
-        try:
-            graph = onnx.load(str(path), load_external_data=False).graph
-        except Exception as e:  # noqa: BLE001
-            from edgeify.errors import EdgeifyError
-
-            raise EdgeifyError(f"{path}: cannot read ONNX model ({str(e)[:200]})") from None
-        inits = {i.name for i in graph.initializer}
-        names = tuple(i.name for i in graph.input if i.name not in inits)
-        if not graph.node or not names:
-            from edgeify.errors import EdgeifyError
-
-            raise EdgeifyError(f"{path}: cannot read ONNX model (no graph)")
-        return names
+        return _onnx_inputs(path)
     if path.is_file() and path.suffix == ".xml":
-        import xml.etree.ElementTree as ET
-
-        from edgeify.errors import EdgeifyError
-
-        try:
-            layers = ET.parse(path).getroot().iter("layer")
-        except ET.ParseError as e:
-            raise EdgeifyError(f"{path}: not a valid OpenVINO IR .xml ({e})") from None
-        names = []
-        for layer in layers:
-            if layer.get("type") == "Parameter":
-                port = layer.find("output/port")
-                names.append((port.get("names") if port is not None else None) or layer.get("name"))
-        if not names:
-            raise EdgeifyError(f"{path}: OpenVINO IR has no inputs")
-        return tuple(n.split(",")[0] for n in names)
+        return _ir_inputs(path)
     if path.is_file() and path.suffix == ".tflite":
         from edgeify.runtimes.tflite_runner import TfliteRunner
 
-        return TfliteRunner(path, 1).input_names
+        runner = TfliteRunner(path, 1)  # runs a batch one row at a time: any batch size
+        return {n: (None, runner.seq_len) for n in runner.input_names}
     if path.is_dir() and (path / "config.json").exists():
         from edgeify.families.loader import _family_of_dir
 
-        return _family_of_dir(path).onnx_inputs
+        return {n: None for n in _family_of_dir(path).onnx_inputs}
     if not path.exists():
         raise UsageError(f"artifact not found: {path}")
     raise UsageError(f"{path}: not an artifact edgeify can run")

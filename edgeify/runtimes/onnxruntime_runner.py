@@ -22,8 +22,16 @@ class OnnxRuntimeRunner:
             self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # noqa: BLE001 - onnxruntime raises several types
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            if type(e).__name__ == "InvalidProtobuf":  # the bytes do not parse: not a model problem
+                why = first.rsplit("failed:", 1)[-1].strip()  # after onnxruntime's "Load model from ... failed:"
+                raise EdgeifyError(f"{path}: cannot load ONNX model (corrupt or truncated file: "
+                                   f"{why[:200]}); re-export it or copy it again") from None
             raise EdgeifyError(f"{path}: cannot load ONNX model ({first[:240]})") from None
-        self.input_names = tuple(i.name for i in self.session.get_inputs())
+        inputs = self.session.get_inputs()
+        self.input_names = tuple(i.name for i in inputs)
+        # a static sequence axis: the file takes exactly this many tokens (None: any)
+        dims = inputs[0].shape if inputs else []
+        self.seq_len = dims[1] if len(dims) > 1 and isinstance(dims[1], int) and dims[1] > 0 else None
         self.runtime = f"onnxruntime {ort.__version__}"
         self.precision = _precision_of(path)
         self.threads = threads

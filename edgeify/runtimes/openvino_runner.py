@@ -54,6 +54,30 @@ def _static_default(declared: str | None) -> bool:
     return value == "static" if value else STATIC_SHAPES_DEFAULT
 
 
+def _bin_shortfall(root, weights: Path) -> str | None:
+    """A .bin shorter than the .xml's constants reach (a copy cut short): said as such, not
+    as a checksum mismatch or OpenVINO's out-of-range read."""
+    need = 0
+    for data in root.iter("data"):
+        offset, size = data.get("offset"), data.get("size")
+        if offset and size and offset.isdigit() and size.isdigit():
+            need = max(need, int(offset) + int(size))
+    have = weights.stat().st_size
+    return f"{weights.name} holds {have} bytes, the .xml reads {need}" if have < need else None
+
+
+def ir_damage(path: Path) -> str | None:
+    """Why an IR pair cannot be read (the .xml does not parse, the .bin is cut short), or None."""
+    try:
+        root = ET.parse(path).getroot()
+    except (ET.ParseError, OSError) as e:
+        return f"not valid XML: {e}"
+    if root.tag != "net":
+        return f"root element <{root.tag}>, expected <net>"
+    weights = Path(path).with_suffix(".bin")
+    return _bin_shortfall(root, weights) if weights.exists() else None
+
+
 @register_runner(".xml OpenVINO IR (openvino)", lambda p: p.is_file() and p.suffix == ".xml")
 class OpenVinoRunner:
     def __init__(self, path: Path, threads: int, static_shapes: bool | None = None):
@@ -69,7 +93,7 @@ class OpenVinoRunner:
         try:  # OpenVINO's own message for a broken .xml lists every frontend it tried
             root = ET.parse(path).getroot()
         except ET.ParseError as e:
-            raise EdgeifyError(f"{path}: not a valid OpenVINO IR .xml ({e})") from None
+            raise EdgeifyError(f"{path}: not a valid OpenVINO IR .xml (corrupt or truncated: {e})") from None
         if root.tag != "net":
             raise EdgeifyError(f"{path}: not an OpenVINO IR .xml (root element <{root.tag}>, expected <net>)")
         if not weights.exists():
@@ -81,6 +105,9 @@ class OpenVinoRunner:
         if expected and sha256_of(weights) != expected:
             raise EdgeifyError(f"{path}: {weights.name} does not match this .xml (checksum differs); "
                                "the pair must come from the same export")
+        short = None if expected else _bin_shortfall(root, weights)  # no checksum to tell
+        if short:
+            raise EdgeifyError(f"{path}: {weights.name} is truncated ({short}); re-export it or copy it again")
         self.core = ov.Core()
         try:
             self.model = self.core.read_model(str(path), str(weights))

@@ -4,6 +4,7 @@ batch is run one row at a time."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -26,6 +27,31 @@ def _first_line(e: Exception) -> str:
     return (lines[0] if lines else type(e).__name__)[:240]
 
 
+@contextlib.contextmanager
+def hide_tflite_info():
+    """TFLite's C++ logger prints `INFO: Created TensorFlow Lite XNNPACK delegate for CPU.` on
+    stderr and has no switch. While third-party info lines are hidden (TF_CPP_MIN_LOG_LEVEL
+    set, as the CLI does unless --debug), stderr is caught while an interpreter is made and
+    replayed without its INFO lines."""
+    if os.environ.get("TF_CPP_MIN_LOG_LEVEL", "0") < "1":
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as caught:
+        os.dup2(caught.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+            os.close(saved)
+            caught.seek(0)
+            kept = [ln for ln in caught.read().decode(errors="replace").splitlines(True)
+                    if not ln.startswith("INFO: ")]
+            if kept:
+                sys.stderr.write("".join(kept))
+
+
 def _interpreter_or_usage_error():
     """(Interpreter class, runtime name) of the TFLite runtime at hand, or how to get one."""
     from edgeify.runtimes.tflite_probe import _interpreter
@@ -45,8 +71,9 @@ class TfliteRunner:
         if path.stat().st_size < 8 or path.read_bytes()[4:8] != b"TFL3":
             raise EdgeifyError(f"{path}: not a TFLite flatbuffer (no TFL3 identifier)")
         try:
-            self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
-            self.runner = self.interpreter.get_signature_runner()
+            with hide_tflite_info():
+                self.interpreter = Interpreter(model_path=str(path), num_threads=threads)
+                self.runner = self.interpreter.get_signature_runner()
         except Exception as e:  # noqa: BLE001 - the runtimes raise ValueError/RuntimeError
             raise EdgeifyError(f"{path}: cannot load TFLite model ({_first_line(e)})") from None
         details = self.runner.get_input_details()
@@ -240,10 +267,11 @@ class TfliteDecoder:
         Interpreter, self.runtime = _interpreter_or_usage_error()
         self.path = Path(path)
         try:
-            self.interpreter = Interpreter(model_path=str(self.path), num_threads=threads)
-            signatures = self.interpreter._get_full_signature_list()
-            self._prefill, self._decode = (_Signature(self.interpreter, name, signatures[name])
-                                           for name in (PREFILL, DECODE))
+            with hide_tflite_info():
+                self.interpreter = Interpreter(model_path=str(self.path), num_threads=threads)
+                signatures = self.interpreter._get_full_signature_list()
+                self._prefill, self._decode = (_Signature(self.interpreter, name, signatures[name])
+                                               for name in (PREFILL, DECODE))
         except Exception as e:  # noqa: BLE001 - the runtimes raise ValueError/RuntimeError
             raise EdgeifyError(f"{self.path}: cannot load TFLite decoder ({_first_line(e)})") from None
         self.cache_names = [n for n in self._decode.inputs if n not in (IDS, POS)]

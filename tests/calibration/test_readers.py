@@ -284,3 +284,32 @@ def test_map_labels_shows_at_most_ten_unknown():
 def test_map_labels_odd_numeric_label_is_a_usage_error(label):
     with pytest.raises(UsageError, match="labels the model does not have"):
         map_labels([Example("a", label)], {0: "neg", 1: "pos"}, "f")
+
+
+# --- oversized and malformed tables (issue 19) ------------------------------------------
+
+@pytest.mark.parametrize("suffix,sep", [(".csv", ","), (".tsv", "\t")])
+def test_field_of_5_mb_is_read(tmp_path, suffix, sep):
+    """csv's default limit (128 KiB) made a long document a library error naming neither
+    file nor line; a field that fits in memory is data, and the process-wide limit is put back."""
+    big = "word " * 1_000_000  # 5 MB in one cell
+    p = write(tmp_path / f"d{suffix}", f"text{sep}label\nshort{sep}positive\n\"{big}\"{sep}negative\n")
+    before = csv.field_size_limit()
+    examples = read_examples(p, needs_labels=True)
+    assert [len(e.text) for e in examples] == [5, len(big.strip())]
+    assert examples[1].label == "negative"
+    assert csv.field_size_limit() == before
+
+
+def test_csv_error_names_file_and_line(tmp_path, monkeypatch):
+    """Any csv.Error left (here the field limit, forced low) is a UsageError naming file and line."""
+    from edgeify.calibration import readers
+
+    # (raising=False: before the fix there was no such function, and csv's own error escaped)
+    monkeypatch.setattr(readers, "_lift_field_limit", lambda: csv.field_size_limit(1000), raising=False)
+    before = csv.field_size_limit()
+    p = write(tmp_path / "d.csv", "text,label\nok,positive\nfine,negative\n" + "x" * 200_000 + ",positive\n")
+    msg = usage_error(p, needs_labels=True)
+    assert msg.startswith(f"{p}:4: not a valid CSV file (field larger than field limit (1000))"), msg
+    assert "\n" not in msg
+    assert csv.field_size_limit() == before

@@ -32,14 +32,28 @@ def test_run_times_and_evaluates_on_the_device(sshd, starter_dir, tmp_path, caps
     assert "device:" in capsys.readouterr().out
 
 
-def test_unreachable_device_keeps_the_host_results(starter_dir, tmp_path, capsys):
+def test_unreachable_device_keeps_the_host_results_and_exits_1(starter_dir, tmp_path, capsys):
+    """A device that measured nothing fails the run (exit 1), but only after the host's
+    report is written and in place, and the one-line error says where it is and why."""
     starter_dir("electra")
     out = tmp_path / "out"
-    assert main(["electra", "-o", str(out), *FAST, "--device", f"nobody@127.0.0.1:{free_port()}"]) == 0
+    port = free_port()
+    assert main(["electra", "-o", str(out), *FAST, "--formats", "onnx", "--device", f"nobody@127.0.0.1:{port}"]) == 1
     report = json.loads((out / "report.json").read_text())
     (entry,) = report["artifacts"]
     assert entry["latency_ms"]["p50"] > 0 and entry["metric"]["value"] > 0
     assert "unreachable: nothing accepts connections" in entry["device"]["error"]
+    assert report["device"] == {"address": f"nobody@127.0.0.1:{port}", "measured": 0, "failed": 1,
+                                "error": entry["device"]["error"]}
+    md = (out / "report.md").read_text()
+    assert f"## Measured on the device nobody@127.0.0.1:{port}" in md and "measured none of the 1" in md
+    assert not list(tmp_path.glob("out.*")) and not list(tmp_path.glob(".out*"))  # nothing left staged
+    captured = capsys.readouterr()
+    assert "measured none of the 1" in captured.out  # the terminal's device table
+    (error,) = [ln for ln in captured.err.splitlines() if ln.startswith("edgeify: error:")]
+    assert f"the host's report was written to {out / 'report.md'}" in error
+    assert f"--device nobody@127.0.0.1:{port} measured none of the 1 artifacts" in error
+    assert f"unreachable: nothing accepts connections on port {port}" in error
 
 
 def test_bad_device_spec_is_a_usage_error_before_any_work(tmp_path, capsys):
