@@ -30,7 +30,7 @@ FAMILY = register(Family(
                     stored_key="num_hidden_groups"),
     default_data="hub:glue@sst2:validation",
     starter_lr=1e-3,
-    starter_floor=15.0,  # points above chance; the 450-step starter scores ~90%
+    starter_floor=15.0,  # points above chance; the 450-step starter scores 88.4%
     starter_config=dict(
         vocab_size=2048, embedding_size=64, hidden_size=128, num_hidden_layers=4,
         num_attention_heads=4, intermediate_size=512, max_position_embeddings=512,

@@ -21,12 +21,20 @@ import numpy as np
 import torch
 
 from edgeify.calibration import synthetic
+from edgeify import staging
+from edgeify.errors import EdgeifyError
 from edgeify.families import CAUSAL_LM, Family
 
 STARTER_VERSION = 2
 TRAIN_STEPS = 450      # about a minute on 2 idle cores
-MAX_TRAIN_SECONDS = 150.0
+MAX_TRAIN_SECONDS = 150.0  # past this, training says the machine is busy (it never stops early)
 SEED = 0
+# Held-out quality floor when a family declares none (Family.starter_floor): classifiers
+# must reach chance + this many accuracy points; causal LMs must stay under this fraction
+# of the vocabulary size (the perplexity of a uniform guess; word frequencies alone give
+# about 0.12 on the starter's text).
+DEFAULT_FLOOR = {CAUSAL_LM: 0.10}
+DEFAULT_CLASSIFIER_FLOOR = 15.0
 
 
 def cache_root() -> Path:
@@ -84,18 +92,22 @@ def _batches(n: int, batch_size: int, rng: np.random.Generator):
 
 
 def _train(model, feeds: dict[str, torch.Tensor], labels: torch.Tensor | None,
-           steps: int, max_seconds: float, lr: float, batch_size: int, progress) -> int:
-    """Train for a fixed number of steps (reproducible), stopping early at the time cap
-    (a loaded machine must not blow the run's time budget); returns the steps taken."""
+           steps: int, warn_seconds: float, lr: float, batch_size: int, progress, log) -> int:
+    """Train exactly `steps` steps (reproducible, whatever the machine's load); past
+    `warn_seconds` say so once and carry on: a starter cut short is a broken starter."""
     torch.manual_seed(SEED)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
     rng = np.random.default_rng(SEED)
     n = len(next(iter(feeds.values())))
     model.train()
-    start, done = time.perf_counter(), 0
+    start, done, warned = time.perf_counter(), 0, False
     for idx in _batches(n, batch_size, rng):
-        if done >= steps or time.perf_counter() - start > max_seconds:
+        if done >= steps:
             break
+        if not warned and time.perf_counter() - start > warn_seconds:
+            warned = True
+            log(f"training is taking longer than {warn_seconds:g}s (machine busy?); "
+                f"continuing to the planned {steps} steps")
         for g in opt.param_groups:  # warm-up then cosine decay over the planned steps
             g["lr"] = lr * min(1.0, (done + 1) / 50) * 0.5 * (1 + math.cos(math.pi * done / steps))
         batch = {k: v[idx] for k, v in feeds.items()}
@@ -122,11 +134,59 @@ def _held_out_metric(family: Family, model, feeds, labels) -> tuple[str, float]:
     return "accuracy", float((preds == labels).float().mean().item() * 100)
 
 
+def quality_floor(family: Family, vocab_size: int) -> tuple[str, float, str]:
+    """(metric, floor, how the floor is set) for the family's starter: accuracy must reach
+    the floor, perplexity must stay under it."""
+    declared = family.starter_floor
+    if family.task == CAUSAL_LM:
+        frac = DEFAULT_FLOOR[CAUSAL_LM] if declared is None else declared
+        return "perplexity", frac * vocab_size, f"{frac:g} x the uniform-guess perplexity {vocab_size}"
+    points = DEFAULT_CLASSIFIER_FLOOR if declared is None else declared
+    chance = 100.0 / len(synthetic.LABELS)
+    return "accuracy", chance + points, f"chance {chance:.0f}% + {points:g} points"
+
+
+def _below_floor(family: Family, metric: str, value: float, vocab_size: int) -> str | None:
+    """Why a held-out result is not good enough, or None when it clears the floor."""
+    want, floor, rule = quality_floor(family, vocab_size)
+    if metric != want:
+        return f"it records a held-out {metric}, not a {want}"
+    if not math.isfinite(value):
+        return f"held-out {metric} is {value}"
+    side = "below" if metric == "accuracy" else "above"
+    if (value < floor) if side == "below" else (value > floor):
+        return f"held-out {metric} {value:.2f} is {side} its floor {floor:.2f} ({rule})"
+    return None
+
+
+def floor_enforced(planned: int) -> bool:
+    """The floor holds for every starter a user gets (the default steps, or more). Fewer
+    steps (EDGEIFY_STARTER_STEPS, for tests) ask for a weaker starter: checked, said, kept."""
+    return planned >= TRAIN_STEPS
+
+
+def cache_problem(family: Family, path: Path, planned: int) -> str | None:
+    """Why the cached starter at `path` must be rebuilt, or None when it can be reused."""
+    try:
+        info = json.loads((path / "starter.json").read_text())
+        held = info["held_out"]
+        vocab = int(json.loads((path / "config.json").read_text())["vocab_size"])
+        steps, metric, value = int(info["train_steps"]), str(held["name"]), float(held["value"])
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        return f"its starter.json or config.json is unreadable or incomplete ({type(e).__name__}: {e})"
+    if steps < planned:
+        return f"it trained {steps} of the {planned} planned steps"
+    return _below_floor(family, metric, value, vocab) if floor_enforced(planned) else None
+
+
 def build_starter(family: Family, log=print, seconds: float | None = None) -> Path:
     """Build (or reuse) the family's starter model under the user cache dir.
 
-    EDGEIFY_STARTER_SECONDS caps training time; EDGEIFY_STARTER_STEPS sets the planned
-    steps (tests use a few dozen, so their starter is the same however busy the machine).
+    EDGEIFY_STARTER_STEPS sets the planned steps, always all trained (tests use a few
+    dozen); EDGEIFY_STARTER_SECONDS (`seconds`) is when training warns that it is slow.
+    A starter below its family's quality floor is not cached: EdgeifyError says why. A
+    cached one below the floor, unreadable, or trained fewer steps is rebuilt. (With fewer
+    than the default steps the floor is only reported: see floor_enforced.)
     """
     from tqdm.auto import tqdm
 
@@ -136,7 +196,11 @@ def build_starter(family: Family, log=print, seconds: float | None = None) -> Pa
     planned = int(os.environ.get("EDGEIFY_STARTER_STEPS", TRAIN_STEPS))
     final = starter_dir(family)
     if (final / "starter.json").exists():
-        return final
+        problem = cache_problem(family, final, planned)
+        if problem is None:
+            return final
+        log(f"cached starter {family.name} at {final} is not usable: {problem}; rebuilding it")
+        shutil.rmtree(final, ignore_errors=True)
     log(f"*** Building an offline STARTER {family.name} model (not a pretrained model): "
         f"small architecture trained {planned} steps (about a minute) on edgeify-generated data. ***")
     torch.manual_seed(SEED)
@@ -172,14 +236,27 @@ def build_starter(family: Family, log=print, seconds: float | None = None) -> Pa
     model = model_cls(config)
     with tqdm(total=planned, desc=f"training starter {family.name}", unit="step",
               mininterval=1.0) as bar:
-        steps = _train(model, train_feeds, train_labels, planned, seconds, family.starter_lr, 32, bar)
+        steps = _train(model, train_feeds, train_labels, planned, seconds, family.starter_lr, 32, bar, log)
     metric, value = _held_out_metric(family, model, test_feeds, test_labels)
+    problem = _below_floor(family, metric, value, len(tokenizer))
+    if problem and floor_enforced(planned):  # training is seeded: a retry would score the same
+        raise EdgeifyError(
+            f"offline starter {family.name} not cached: {problem} after {steps} training steps; "
+            "its numbers would mean nothing. Use a real checkpoint (go online once so the hub "
+            "model is cached, or give a local model directory), and please report this edgeify bug")
+    if problem:
+        log(f"WARNING: starter {family.name}: {problem} after {steps} steps; kept only because "
+            f"EDGEIFY_STARTER_STEPS={planned} asks for fewer than the default {TRAIN_STEPS} steps: "
+            "its numbers mean nothing")
+    floor_metric, floor, rule = quality_floor(family, len(tokenizer))
     info = {
         "starter": True, "version": STARTER_VERSION, "family": family.name,
         "note": "edgeify offline starter: small architecture trained on edgeify-generated data; not a pretrained model",
         "train_steps": steps, "train_seconds": round(time.perf_counter() - t0, 1),
         "held_out": {"name": metric, "value": round(value, 3), "n": len(next(iter(test_feeds.values())))},
         "chance": (100.0 / len(synthetic.LABELS)) if metric == "accuracy" else None,
+        "floor": {"name": floor_metric, "value": round(floor, 3), "rule": rule, "met": not problem},
+        "planned_steps": planned,
     }
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
@@ -187,18 +264,15 @@ def build_starter(family: Family, log=print, seconds: float | None = None) -> Pa
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "starter.json").write_text(json.dumps(info, indent=2))
+        staging.apply_umask(tmp)  # mkdtemp made it 0700; the cache gets the user's modes
         if final.exists():  # a half-built leftover without starter.json
             shutil.rmtree(final)
         os.replace(tmp, final)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    log(f"starter {family.name}: held-out {metric} {value:.2f} after {steps} steps "
-        f"({info['train_seconds']}s); cached at {final}")
-    if metric == "accuracy" and value < info["chance"] + 20:
-        log(f"WARNING: the starter is barely above chance ({value:.1f}% vs {info['chance']:.0f}%): "
-            f"training stopped after {steps} of {planned} steps (machine busy?). "
-            f"Delete {final} to rebuild it.")
+    log(f"starter {family.name}: held-out {metric} {value:.2f} (floor {floor:.2f}) after {steps} "
+        f"steps ({info['train_seconds']}s); cached at {final}")
     return final
 
 

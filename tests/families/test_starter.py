@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import json
+import os
+import stat
 import time
 
 import pytest
 
 from edgeify import families
 from edgeify.calibration import synthetic
+from edgeify.errors import EdgeifyError
 from edgeify.families import starter
 from edgeify.families.loader import load_local
 
@@ -101,3 +104,101 @@ def test_albert_starter_tokenizer_adds_cls_and_sep(starter_dir):
     tok = AutoTokenizer.from_pretrained(str(starter_dir("albert")))
     tokens = tok.convert_ids_to_tokens(tok("the movie was good")["input_ids"])
     assert tokens[0] == "[CLS]" and tokens[-1] == "[SEP]"
+
+
+# Issue 19, defect 7: a starter cut short by the time cap was cached at chance and every
+# later run reused it. Training now always runs the planned steps; below its family's
+# quality floor a starter is not cached; a cached one below it is rebuilt.
+
+def _entries(directory):
+    return sorted(p.name for p in directory.iterdir()) if directory.exists() else []
+
+
+def test_time_cap_warns_and_trains_every_planned_step(fresh_cache, monkeypatch):
+    fam = families.get("gpt-neo")
+    monkeypatch.setenv("EDGEIFY_STARTER_STEPS", "3")
+    monkeypatch.setenv("EDGEIFY_STARTER_SECONDS", "0.01")  # exceeded during the first step
+    logs: list[str] = []
+    old_mask = os.umask(0o027)
+    try:
+        path = starter.build_starter(fam, log=logs.append)
+    finally:
+        os.umask(old_mask)
+    info = starter.starter_info(path)
+    assert info["train_steps"] == 3 and info["planned_steps"] == 3
+    slow = [line for line in logs if "taking longer than 0.01s" in line]
+    assert slow == ["training is taking longer than 0.01s (machine busy?); "
+                    "continuing to the planned 3 steps"]
+    # 3 steps are below the floor: kept (fewer than the default steps asked for), but said
+    assert info["floor"]["met"] is False and info["floor"]["name"] == "perplexity"
+    assert any(line.startswith("WARNING: starter gpt-neo: held-out perplexity") and
+               "EDGEIFY_STARTER_STEPS=3" in line for line in logs)
+    assert stat.S_IMODE(path.stat().st_mode) == 0o750  # the user's umask, not mkdtemp's 0700
+
+
+@pytest.mark.parametrize("name", ["gpt-neo", "albert", "electra"])
+def test_starter_below_floor_is_not_cached(fresh_cache, monkeypatch, name):
+    fam = families.get(name)
+    monkeypatch.setattr(starter, "TRAIN_STEPS", 1)  # 1 step is the full plan: the floor holds
+    monkeypatch.setenv("EDGEIFY_STARTER_STEPS", "1")
+    with pytest.raises(EdgeifyError) as err:
+        starter.build_starter(fam, log=lambda *_: None)
+    msg = str(err.value)
+    assert "\n" not in msg and err.value.exit_code == 1
+    metric = "perplexity" if fam.task == families.CAUSAL_LM else "accuracy"
+    assert f"offline starter {name} not cached: held-out {metric}" in msg
+    assert "its floor" in msg and "after 1 training steps" in msg and "real checkpoint" in msg
+    assert _entries(fresh_cache / "starters") == []  # nothing cached, no temp dir left
+
+
+def _fake_cached(fam, **info):
+    path = starter.starter_dir(fam)
+    path.mkdir(parents=True)
+    (path / "config.json").write_text(json.dumps({"model_type": "gpt_neo", "vocab_size": 668}))
+    (path / "junk.bin").write_bytes(b"\0")
+    (path / "starter.json").write_text(info.pop("raw", None) or json.dumps(
+        {"starter": True, "family": fam.name, "train_steps": 50, **info}))
+    return path
+
+
+@pytest.mark.parametrize("info, why", [
+    (dict(held_out={"name": "perplexity", "value": 600.0}), "above its floor 66.80"),
+    (dict(held_out={"name": "perplexity", "value": 20.0}, train_steps=49), "trained 49 of the 50"),
+    (dict(), "incomplete (KeyError"),
+    (dict(held_out={"name": "accuracy", "value": 90.0}), "held-out accuracy, not a perplexity"),
+    (dict(held_out={"name": "perplexity", "value": float("nan")}), "held-out perplexity is nan"),
+    (dict(raw="{cut short"), "unreadable"),
+])
+def test_cache_problem_names_why(fresh_cache, monkeypatch, info, why):
+    fam = families.get("gpt-neo")
+    monkeypatch.setattr(starter, "TRAIN_STEPS", 50)
+    path = _fake_cached(fam, **info)
+    assert why in starter.cache_problem(fam, path, planned=50)
+
+
+def test_cache_problem_accepts_a_good_starter(fresh_cache, monkeypatch):
+    fam = families.get("gpt-neo")
+    monkeypatch.setattr(starter, "TRAIN_STEPS", 50)
+    path = _fake_cached(fam, held_out={"name": "perplexity", "value": 20.0})
+    assert starter.cache_problem(fam, path, planned=50) is None
+    # fewer steps than the default asked for: the floor is reported at build, not enforced
+    monkeypatch.setattr(starter, "TRAIN_STEPS", 450)
+    bad = _fake_cached(families.get("electra"), held_out={"name": "accuracy", "value": 52.7})
+    assert starter.cache_problem(families.get("electra"), bad, planned=50) is None
+
+
+def test_cached_starter_below_floor_is_rebuilt(fresh_cache, monkeypatch):
+    fam = families.get("gpt-neo")
+    monkeypatch.setattr(starter, "TRAIN_STEPS", 50)  # the session's 50 steps are the full plan
+    monkeypatch.setenv("EDGEIFY_STARTER_STEPS", "50")
+    path = _fake_cached(fam, held_out={"name": "perplexity", "value": 600.0})
+    logs: list[str] = []
+    assert starter.build_starter(fam, log=logs.append) == path
+    assert logs[0] == (f"cached starter gpt-neo at {path} is not usable: held-out perplexity 600.00 "
+                       f"is above its floor 66.80 (0.1 x the uniform-guess perplexity 668); rebuilding it")
+    assert "STARTER" in logs[1]
+    assert not (path / "junk.bin").exists()
+    info = starter.starter_info(path)
+    assert info["train_steps"] == 50 and info["floor"]["met"] is True
+    assert info["held_out"]["value"] < info["floor"]["value"]
+    assert load_local(path).model.config.model_type == "gpt_neo"
