@@ -32,7 +32,7 @@ class Plan:
     int8_outlook: float | None  # expected int8 / fp32 speed on compute-bound layers (None: no int8)
 
     def lines(self) -> list[str]:
-        how = "timed on the device" if self.measured else "estimated from this host's measurements, not timed on it"
+        how = "timed on this host" if self.measured else "estimated from this host's measurements, not timed on it"
         out = [f"plan for target {self.target} ({how})",
                f"  formats:    {', '.join(self.formats) or 'none'}"]
         for fmt in self.formats:
