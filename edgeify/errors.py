@@ -27,3 +27,10 @@ class Terminated(KeyboardInterrupt):
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
         self.exit_code = 128 + signum
+
+
+def first_line(e: BaseException, limit: int = 240, skip: tuple[str, ...] = ()) -> str:
+    """An exception's first non-empty line, for a one-line message: runtimes put their call
+    context or a traceback after it (`skip`: prefixes of lines that are only context)."""
+    lines = [ln for ln in str(e).splitlines() if ln.strip() and not ln.startswith(skip)]
+    return (lines[0] if lines else type(e).__name__)[:limit]

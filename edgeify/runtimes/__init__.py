@@ -15,7 +15,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from edgeify.errors import EdgeifyError, UsageError
+from edgeify.errors import EdgeifyError, UsageError, first_line
 
 
 class Runner(Protocol):
@@ -106,11 +106,6 @@ def _refuse_if_corrupt(path: Path) -> None:
         raise UsageError(f"{path} is corrupt or truncated ({reason}); re-export it or copy it again") from None
 
 
-def _first_line(e: BaseException) -> str:
-    lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
-    return (lines[0] if lines else type(e).__name__)[:200]
-
-
 def corrupt_reason(path: Path) -> str | None:
     """Why an artifact file cannot be parsed at all (cut short by a failed copy or download,
     or overwritten), or None when it parses. Structure only: nothing is compiled or run,
@@ -124,7 +119,7 @@ def corrupt_reason(path: Path) -> str | None:
         try:
             graph = onnx.load(str(path), load_external_data=False).graph
         except Exception as e:  # noqa: BLE001 - protobuf DecodeError and friends
-            return _first_line(e)
+            return first_line(e, 200).strip()
         return None if graph.node else "no graph in the file"
     if path.suffix == ".xml":
         from edgeify.runtimes.openvino_runner import ir_damage
@@ -218,7 +213,7 @@ def _onnx_inputs(path: Path) -> dict[str, Shape | None]:
         graph = onnx.load(str(path), load_external_data=False).graph
     except Exception as e:  # noqa: BLE001
         raise EdgeifyError(f"{path}: cannot read ONNX model (corrupt or truncated file: "
-                           f"{_first_line(e)}); re-export it or copy it again") from None
+                           f"{first_line(e, 200).strip()}); re-export it or copy it again") from None
     inits = {i.name for i in graph.initializer}
     inputs = {i.name: tuple(_dim(d.dim_value) for d in i.type.tensor_type.shape.dim)
               for i in graph.input if i.name not in inits}

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeify.errors import EdgeifyError, UsageError
+from edgeify.errors import EdgeifyError, UsageError, first_line
 from edgeify.runtimes import check_room, register_decoder, register_runner
 
 STATIC_SHAPES_DEFAULT = False  # for IRs that do not say (e.g. not written by edgeify)
@@ -24,8 +24,7 @@ SHAPES_ENV = "EDGEIFY_OPENVINO_SHAPES"  # "static" or "dynamic" overrides the de
 
 
 def _first_line(e: Exception) -> str:
-    lines = [ln for ln in str(e).splitlines() if ln.strip() and not ln.startswith("Exception from")]
-    return (lines[0] if lines else type(e).__name__)[:240]
+    return first_line(e, skip=("Exception from",))  # OpenVINO's "Exception from src/..." context
 
 
 def _rt_value(model, key: list[str]) -> str | None:

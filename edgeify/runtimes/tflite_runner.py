@@ -14,17 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeify.errors import EdgeifyError, UsageError
+from edgeify.errors import EdgeifyError, UsageError, first_line as _first_line
 from edgeify.runtimes import check_room, register_decoder, register_runner
 
 # Other Pythons to check a .tflite on (os.pathsep-separated), e.g. a venv with
 # tflite-runtime 2.14 as on Raspberry Pi OS. The in-process runtime is always checked.
 PYTHONS_ENV = "EDGEIFY_TFLITE_PYTHONS"
-
-
-def _first_line(e: Exception) -> str:
-    lines = [ln for ln in str(e).splitlines() if ln.strip()]
-    return (lines[0] if lines else type(e).__name__)[:240]
 
 
 @contextlib.contextmanager
