@@ -14,7 +14,7 @@ import pytest
 
 from edgeify.cli import main
 
-FAST = ["--n-eval", "48", "--n-calibration", "16", "--bench-seconds", "0.2", "--seq-len", "32"]
+FAST = ["--n-eval", "48", "--n-calibration", "32", "--bench-seconds", "0.2", "--bench-rounds", "1", "--seq-len", "32"]
 
 
 def _no_leftovers(parent: Path, name: str) -> None:

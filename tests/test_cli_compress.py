@@ -11,7 +11,7 @@ import pytest
 from edgeify import compress
 from edgeify.cli import main
 
-FAST = ["--n-eval", "48", "--n-calibration", "16", "--bench-seconds", "0.2", "--bench-rounds", "1",
+FAST = ["--n-eval", "48", "--n-calibration", "32", "--bench-seconds", "0.2", "--bench-rounds", "1",
         "--seq-len", "32", "--epochs", "1"]
 
 

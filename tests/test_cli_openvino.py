@@ -36,11 +36,8 @@ def test_albert_int8_onnx_and_openvino(tmp_path, starter_dir, capsys):
     assert "openvino int8" in capsys.readouterr().out
 
 
-def test_max_accuracy_drop_runs_accuracy_control(tmp_path, starter_dir, labelled_csv):
-    starter_dir("electra")
-    out = tmp_path / "out"
-    assert main(["electra", "--int8", "--formats", "openvino", "--max-accuracy-drop", "0.5",
-                 "--data", str(labelled_csv), "-o", str(out), *FAST]) == 0
+def test_max_accuracy_drop_runs_accuracy_control(ir_run):
+    out, _ = ir_run
     report = json.loads((out / "report.json").read_text())
     ac = [a for a in report["artifacts"] if a["precision"] == "int8-accuracy-controlled"]
     assert len(ac) == 1 and ac[0]["config"]["max_drop"] == 0.5
@@ -72,11 +69,12 @@ def test_targets_lists_both(capsys):
 
 @pytest.fixture(scope="module")
 def ir_run(starter_dir, tmp_path_factory):
-    """One OpenVINO int8 run whose files the broken-pair tests copy and damage."""
+    """One OpenVINO int8 run with accuracy control (--max-accuracy-drop), whose files the
+    broken-pair tests copy and damage."""
     starter_dir("electra")
     root = tmp_path_factory.mktemp("ir-run")
     csv = write_labelled_csv(root / "reviews.csv")
-    assert main(["electra", "--int8", "--formats", "openvino", "--data", str(csv),
+    assert main(["electra", "--int8", "--formats", "openvino", "--max-accuracy-drop", "0.5", "--data", str(csv),
                  "-o", str(root / "o"), *FAST]) == 0
     return root / "o", csv
 

@@ -17,7 +17,7 @@ import pytest
 from edgeify import deploy_card, report, report_plots
 from edgeify.report_plots import pareto_front
 
-FAST = ["--n-eval", "48", "--n-calibration", "16", "--bench-seconds", "0.2", "--seq-len", "32"]
+FAST = ["--n-eval", "48", "--n-calibration", "32", "--bench-seconds", "0.2", "--bench-rounds", "1", "--seq-len", "32"]
 
 
 def test_pareto_front_on_handmade_points():

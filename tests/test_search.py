@@ -95,8 +95,8 @@ def test_cli_search_end_to_end(tmp_path, starter_dir, capsys, monkeypatch):
 
     starter_dir("electra")
     out = tmp_path / "s"
-    args = ["electra", "--int8", "-o", str(out), "--n-eval", "48", "--n-calibration", "16",
-            "--bench-seconds", "0.2", "--seq-len", "32"]
+    args = ["electra", "--int8", "-o", str(out), "--n-eval", "48", "--n-calibration", "32",
+            "--bench-seconds", "0.2", "--bench-rounds", "1", "--seq-len", "32"]
     assert main([*args, "--max-size-mb", "1000"]) == 0
     state = json.loads((out / "search.json").read_text())
     assert [r["recipe"] for r in state["recipes"]] == ["as is"]

@@ -171,3 +171,8 @@ def test_written_files_get_the_umask_and_no_third_party_log_noise(tmp_path, star
              if re.match(r"[IWEF]\d{4} \d\d:\d\d", line) or line.startswith(("INFO:", "WARNING:nncf"))
              or "oneDNN custom operations" in line]
     assert noise == [], noise
+    # litert-torch's per-step [START]/[DONE] lines and ai-edge-quantizer's size report are
+    # not edgeify's output (they come back with --debug)
+    assert "[4/5] tflite" in proc.stdout
+    assert "[START]" not in proc.stdout and "LiteRT-Torch Convert" not in proc.stdout
+    assert "Original model size" not in proc.stdout and "Quantization Ratio" not in proc.stdout

@@ -311,7 +311,8 @@ class TfliteBackend:
     def _export(self, model, family, sample, out_dir: Path) -> Artifact:
         import torch
 
-        import litert_torch
+        with _quiet():  # loading the converter prints absl/oneDNN info lines
+            import litert_torch
 
         seq_len = int(next(iter(sample.values())).shape[1])
         kwargs = {n: torch.from_numpy(sample[n][:1]) for n in family.onnx_inputs}

@@ -99,7 +99,10 @@ def export_decoder(model, family, out_dir: Path, prefill_len: int = 128, max_len
     once), then check the file on every TFLite runtime at hand."""
     import torch
 
-    import litert_torch
+    from edgeify.runtimes.tflite_runner import hide_tflite_info
+
+    with hide_tflite_info():  # loading the converter prints absl/oneDNN info lines
+        import litert_torch
 
     module = family.decoder_module(model, "fixed", max_length)
     module.write = _slice_write()

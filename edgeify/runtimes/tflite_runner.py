@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -20,6 +21,18 @@ from edgeify.runtimes import check_room, register_decoder, register_runner
 # Other Pythons to check a .tflite on (os.pathsep-separated), e.g. a venv with
 # tflite-runtime 2.14 as on Raspberry Pi OS. The in-process runtime is always checked.
 PYTHONS_ENV = "EDGEIFY_TFLITE_PYTHONS"
+
+
+def _is_info(line: str) -> bool:
+    """TFLite's `INFO: ` lines, and absl's info lines from before its logging is set up
+    (`I0000 00:00:... port.cc:153] oneDNN custom operations are on`, printed when the
+    LiteRT converter library loads on CPUs where oneDNN ops are on; TF_CPP_MIN_LOG_LEVEL does
+    not reach them) with the notice that announces them."""
+    return (line.startswith("INFO: ") or bool(_ABSL_INFO.match(line))
+            or line.startswith("WARNING: All log messages before absl::InitializeLog()"))
+
+
+_ABSL_INFO = re.compile(r"I\d{4} \d\d:\d\d:")
 
 
 @contextlib.contextmanager
@@ -42,7 +55,7 @@ def hide_tflite_info():
             os.close(saved)
             caught.seek(0)
             kept = [ln for ln in caught.read().decode(errors="replace").splitlines(True)
-                    if not ln.startswith("INFO: ")]
+                    if not _is_info(ln)]
             if kept:
                 sys.stderr.write("".join(kept))
 

@@ -12,7 +12,7 @@ import pytest
 from edgeify.cli import main
 from tests.sshd import free_port
 
-FAST = ["--n-eval", "48", "--n-calibration", "16", "--bench-seconds", "0.6", "--seq-len", "32"]
+FAST = ["--n-eval", "48", "--n-calibration", "32", "--bench-seconds", "0.6", "--bench-rounds", "1", "--seq-len", "32"]
 
 
 def test_run_times_and_evaluates_on_the_device(sshd, starter_dir, tmp_path, capsys):

@@ -47,7 +47,7 @@ def test_albert_int8_target_rpi_end_to_end(tmp_path, starter_dir, capsys):
     starter_dir("albert")
     out = tmp_path / "out"
     assert main(["albert", "--int8", "--target", "rpi", "-o", str(out), "--n-eval", "48",
-                 "--n-calibration", "16", "--bench-seconds", "0.3", "--seq-len", "32"]) == 0
+                 "--n-calibration", "32", "--bench-seconds", "0.3", "--bench-rounds", "1", "--seq-len", "32"]) == 0
     printed = capsys.readouterr().out
     assert "plan for target rpi4" in printed and "not timed on it" in printed
     report = json.loads((out / "report.json").read_text())
