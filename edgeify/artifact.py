@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgeify import targets
-from edgeify.calibration.datasets import load_examples, prepare
+from edgeify.calibration.datasets import ALL_ROWS, load_examples, prepare
 from edgeify.errors import EdgeifyError, UsageError
 from edgeify.evaluate import evaluate
 from edgeify.families import CAUSAL_LM
@@ -89,11 +89,11 @@ def eval_artifact(artifact: str | Path, data: str, *, model_dir: str | None = No
                   getattr(runner, "seq_len", None)]  # a static-shape file takes exactly its length
         wanted = seq_len if eval_context is None else eval_context
         context = max(0, min([wanted] + [n - seq_len for n in limits if n]))
-    # no calibration set is needed here: all samples but one are evaluated
+    # no calibration set: every row (or window) is evaluated, up to --n-eval
     prepared = prepare(family, tokenizer, config.id2label, examples, desc, seq_len=seq_len,
-                       n_calibration=1, n_eval=n_eval or len(examples), context=context)
+                       n_calibration=0, n_eval=n_eval or ALL_ROWS, context=context)
     result = evaluate(runner, prepared.evaluation, family.task)
-    return {"artifact": str(artifact), "data": desc, "metric": result.as_dict(),
+    return {"artifact": str(artifact), "data": desc, "n_eval": len(prepared.evaluation), "metric": result.as_dict(),
             "runtime": runner.runtime, **({"eval_context": context} if family.task == CAUSAL_LM else {})}
 
 

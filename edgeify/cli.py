@@ -84,14 +84,24 @@ def cli():
               "estimated); writes search.md/json beside one run directory per recipe.")
 @click.option("--max-size-mb", type=click.FloatRange(0, min_open=True), help="Budget: artifact file size "
               "(see --max-latency-ms).")
-@click.option("--data", help="Eval/calibration data: .csv/.tsv/.jsonl (text + label), .txt (LM), hub:PATH[@CONFIG][:SPLIT], or 'synthetic'.")
+@click.option("--data", help="Data for every set not given on its own: .csv/.tsv/.jsonl (text + label), .txt (LM), "
+              "hub:PATH[@CONFIG][:SPLIT], or 'synthetic'. One source is split: --n-calibration rows first, then "
+              "--n-eval, then training rows; hub:PATH without a split evaluates its validation split and "
+              "calibrates and trains on its train split [default: the model's dataset; starters: synthetic].")
+@click.option("--eval-data", help="Evaluation data, on its own (a dev file): a file or hub:... as for --data.")
+@click.option("--calibration-data", help="Calibration data, on its own (a train file; labels not needed): "
+              "a file or hub:... as for --data.")
+@click.option("--train-data", help="Training rows for --distill/--prune/--trim-vocab [default: the "
+              "calibration data, after its calibration rows].")
 @click.option("--text-column", help="Text column (default: first of sentence, text, content, review, tweet).")
 @click.option("--label-column", help="Label column (default: first of label, labels, sentiment, class).")
 @click.option("--seq-len", "seq_lens", multiple=True, type=click.IntRange(8, 4096),
               help="Fixed sequence length [default: 128]. Give it again for more lengths: static-shape "
                    "formats (tflite) get one file per length, each evaluated and timed at its length; "
                    "the first is the one every model is compared and selected at.")
-@click.option("--n-calibration", default=128, show_default=True, type=click.IntRange(1), help="Calibration samples.")
+@click.option("--n-calibration", default=128, show_default=True, type=click.IntRange(1),
+              help="Calibration samples, taken first. With --int8, finding fewer than 32 (and fewer than asked) "
+                   "is refused: static quantizers calibrated on a few rows lose points.")
 @click.option("--n-eval", type=click.IntRange(1), help="Evaluation samples [default: 1000; LM: 100 windows].")
 @click.option("--max-accuracy-drop", type=click.FloatRange(0.0),
               help="Accuracy points (or % perplexity) int8 may lose [default: 1]. When given, OpenVINO "
@@ -124,9 +134,9 @@ def cli():
 @click.option("--resume", is_flag=True, help="Continue an interrupted --distill/--prune run from its last "
               "epoch checkpoint (kept beside the output directory until the run succeeds).")
 @debug_option
-def run_cmd(model, int8, formats, target, data, text_column, label_column, seq_lens, n_calibration,
-            n_eval, max_accuracy_drop, out_dir, force, bench_seconds, bench_rounds, distill, student_layers,
-            student_hidden, epochs, prune, trim_vocab, train_samples, max_length, eval_context, resume, device, device_python,
+def run_cmd(model, int8, formats, target, data, eval_data, calibration_data, train_data, text_column, label_column,
+            seq_lens, n_calibration, n_eval, max_accuracy_drop, out_dir, force, bench_seconds, bench_rounds, distill,
+            student_layers, student_hidden, epochs, prune, trim_vocab, train_samples, max_length, eval_context, resume, device, device_python,
             device_key, device_known_hosts, plan_only, max_memory_mb, max_latency_ms, max_size_mb, debug):
     from edgeify import compress
     from edgeify.pipeline import RunConfig, run
@@ -138,6 +148,7 @@ def run_cmd(model, int8, formats, target, data, text_column, label_column, seq_l
         ((compress.Prune(ratio=prune),) if prune else ()) + ((compress.TrimVocab(),) if trim_vocab else ())
 
     config = RunConfig(model=model, int8=int8, formats=_formats(formats), target=target, data=data,
+                       eval_data=eval_data, calibration_data=calibration_data, train_data=train_data,
                        text_column=text_column, label_column=label_column,
                        seq_len=(seq_lens or (128,))[0], extra_seq_lens=tuple(seq_lens[1:]),
                        n_calibration=n_calibration, n_eval=n_eval, out_dir=out_dir, force=force,

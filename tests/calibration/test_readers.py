@@ -293,7 +293,8 @@ def test_field_of_5_mb_is_read(tmp_path, suffix, sep):
     """csv's default limit (128 KiB) made a long document a library error naming neither
     file nor line; a field that fits in memory is data, and the process-wide limit is put back."""
     big = "word " * 1_000_000  # 5 MB in one cell
-    p = write(tmp_path / f"d{suffix}", f"text{sep}label\nshort{sep}positive\n\"{big}\"{sep}negative\n")
+    cell = f'"{big}"' if suffix == ".csv" else big  # a TSV has no quoting (GLUE)
+    p = write(tmp_path / f"d{suffix}", f"text{sep}label\nshort{sep}positive\n{cell}{sep}negative\n")
     before = csv.field_size_limit()
     examples = read_examples(p, needs_labels=True)
     assert [len(e.text) for e in examples] == [5, len(big.strip())]
@@ -313,3 +314,60 @@ def test_csv_error_names_file_and_line(tmp_path, monkeypatch):
     assert msg.startswith(f"{p}:4: not a valid CSV file (field larger than field limit (1000))"), msg
     assert "\n" not in msg
     assert csv.field_size_limit() == before
+
+
+# --- TSV without quoting, and files that are not text (issue 20) ----------------------
+
+def test_tsv_text_starting_with_a_quote_stays_one_row(tmp_path):
+    """GLUE-style TSV has no quoting: with csv's default quote handling, 60 rows whose text
+    starts with `"` became 30 merged examples carrying the wrong labels, silently."""
+    rows = [(f'"{"great" if i % 2 else "awful"} film {i}, said the critic', str(i % 2)) for i in range(60)]
+    p = write(tmp_path / "dev.tsv", "sentence\tlabel\n" + "".join(f"{t}\t{lab}\n" for t, lab in rows))
+    assert read_examples(p, needs_labels=True) == [Example(t, lab) for t, lab in rows]
+
+
+def test_tsv_quotes_inside_and_around_are_kept(tmp_path):
+    p = write(tmp_path / "d.tsv", 'sentence\tlabel\n"a whole quote"\t1\nsays "hi" twice\t0\n')
+    assert read_examples(p, needs_labels=True) == [Example('"a whole quote"', "1"), Example('says "hi" twice', "0")]
+
+
+def _zip_bytes() -> bytes:
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("xl/worksheets/sheet1.xml", "<sheet>" + "x" * 2000 + "</sheet>")
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("name, content, reason", [
+    ("d.csv", _zip_bytes(), "it is a zip archive"),
+    ("d.csv", b"PAR1\x15\x04\x15\x10\x15\x14L\x15\x02" + bytes(range(256)) * 4 + b"PAR1", "it is a Parquet file"),
+    ("d.tsv", b"sentence\tlabel\n" + bytes(range(256)) * 64, "it holds NUL bytes"),
+    ("d.txt", bytes(range(1, 9)) * 500 + b"\n", "control bytes or not UTF-8"),
+    ("d.csv", "text,label\nhello,pos\n".encode("utf-16-le"), "UTF-16 without a byte-order mark"),
+])
+def test_binary_junk_is_refused_without_echoing_it(tmp_path, name, content, reason):
+    p = write(tmp_path / name, content)
+    for needs_labels in ((False,) if name.endswith(".txt") else (True, False)):
+        msg = usage_error(p, needs_labels=needs_labels)
+        assert msg.startswith(f"{p}: not a text data file ("), msg
+        assert reason in msg and "give a UTF-8 CSV, TSV, JSONL or text file" in msg
+        assert msg.isprintable(), repr(msg)  # no control byte reaches the terminal
+
+
+def test_a_few_control_characters_are_still_text(tmp_path):
+    p = write(tmp_path / "d.txt", "page one\x0cpage two\n" + "line \x1b[0m\n" * 3)
+    assert len(read_examples(p, needs_labels=False)) == 5  # (a form feed ends a line, as in str.splitlines)
+
+
+def test_utf16_with_byte_order_mark_is_read(tmp_path):
+    """Excel's "Unicode text" export: UTF-16 with a BOM, tab-separated."""
+    p = write(tmp_path / "d.tsv", "\ufeffsentence\tlabel\ncafé\t1\n".encode("utf-16-le"))
+    assert read_examples(p, needs_labels=True) == [Example("café", "1")]
+
+
+def test_column_names_in_messages_are_escaped(tmp_path):
+    p = write(tmp_path / "d.csv", "bo\x1bdy,label\nx,1\n")
+    msg = usage_error(p, needs_labels=True)
+    assert "columns are: bo\\x1bdy, label" in msg and msg.isprintable()
