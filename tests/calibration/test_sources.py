@@ -14,12 +14,7 @@ from edgeify.calibration import datasets
 from edgeify.families import starter
 
 
-class _Config:
-    def __init__(self, **kw):
-        self.data = self.eval_data = self.calibration_data = self.train_data = None
-        self.text_column = self.label_column = None
-        self.n_calibration, self.n_eval, self.n_train, self.seed, self.compress = 128, None, 0, 0, ()
-        self.__dict__.update(kw)
+from tests.calibration.test_splits import _Config  # noqa: E402  (the RunConfig fields the data stage reads)
 
 
 @pytest.fixture()
