@@ -17,6 +17,13 @@ from edgeify.cli import main
 FAST = ["--n-eval", "48", "--n-calibration", "32", "--bench-seconds", "0.2", "--bench-rounds", "1", "--seq-len", "32"]
 
 
+def without(args: list[str], option: str) -> list[str]:
+    """`args` minus `option` and its value (a plain filter on values would also drop a
+    '32' that belongs to another option)."""
+    at = args.index(option)
+    return args[:at] + args[at + 2:]
+
+
 def _no_leftovers(parent: Path, name: str) -> None:
     assert not (parent / name).exists(), f"{parent / name} was left behind"
     partial = [p.name for p in parent.iterdir() if p.name.startswith(f".{name}.")] if parent.exists() else []

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 
 from edgeify.cli import main
-from tests.test_cli import FAST
+from tests.test_cli import FAST, without
 from tests.tflrt import TFLRT, needs_tflrt
 
 
@@ -46,7 +46,7 @@ def test_two_seq_lens_one_tflite_file_each(tmp_path, starter_dir, capsys):
     beside PyTorch at that length; ONNX takes any length, so it is built once."""
     starter_dir("electra")
     out = tmp_path / "out"
-    fast = [a for a in FAST if a not in ("--seq-len", "32")]
+    fast = without(FAST, "--seq-len")
     assert main(["electra", "--formats", "onnx,tflite", "--seq-len", "32", "--seq-len", "16",
                  "--seq-len", "32", "-o", str(out), *fast]) == 0
     report = json.loads((out / "report.json").read_text())
@@ -78,7 +78,7 @@ def test_two_seq_lens_one_tflite_file_each(tmp_path, starter_dir, capsys):
 def test_extra_seq_len_ignored_without_static_formats(tmp_path, starter_dir, capsys):
     starter_dir("electra")
     out = tmp_path / "out"
-    fast = [a for a in FAST if a not in ("--seq-len", "32")]
+    fast = without(FAST, "--seq-len")
     assert main(["electra", "--formats", "onnx", "--seq-len", "32", "--seq-len", "16",
                  "-o", str(out), *fast]) == 0
     assert "--seq-len 16 ignored" in capsys.readouterr().out
