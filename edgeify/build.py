@@ -122,7 +122,20 @@ def make_plan(config: RunConfig, family, params: int) -> planner.Plan:
                              menu={f: _menu(b, family, config.int8) for f, b in all_backends.items()},
                              params=params, seq_lens=lengths,
                              static_formats=tuple(f for f, b in all_backends.items() if b.static_shapes),
-                             max_memory_mb=config.max_memory_mb)
+                             max_memory_mb=config.max_memory_mb,
+                             runtime_defaults=_runtime_defaults(all_backends, family, target.env))
+
+
+def _runtime_defaults(backends: dict, family, env) -> dict[str, tuple[str, str, str]]:
+    """format -> (float type a plain load runs under the target's `env`, why, the type on this
+    host as the build sees it) for backends whose runtime picks one (OpenVINO: bf16 on a bf16
+    CPU); decoders are built from their own configs and get no extra rows."""
+    out = {}
+    for fmt, b in backends.items():
+        if hasattr(b, "runtime_default") and export.is_installed(b) and not is_decoder_run(b, family):
+            native, why = b.runtime_default(dict(env))
+            out[fmt] = (native, why, b.runtime_default()[0])
+    return out
 
 
 def plan_only(config: RunConfig, log_fn: Callable[[str], None] = print) -> planner.Plan:

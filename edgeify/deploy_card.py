@@ -23,11 +23,16 @@ RUNTIME_PACKAGES = {"onnx": ("onnxruntime",), "openvino": ("openvino",),
 
 
 def chosen(report: dict) -> list[tuple[dict, str]]:
-    """(artifact entry, why it gets a card): the int8 pick, the pick for the target when it
-    differs, or, with no pick (no --int8), the fp32 file of the first format."""
+    """(artifact entry, why it gets a card): the best file overall first (what a user should
+    ship: it may be a float file the runtime runs in bf16, faster than any int8 one), the
+    int8 pick when it differs, the pick for the target when it differs, or, with no pick
+    (no --int8), the fp32 file of the first format."""
     sel = report.get("selection") or {}
     by_path = {a["path"]: a for a in report["artifacts"]}
     why: dict[str, list[str]] = {}
+    overall = sel.get("overall") or {}
+    if overall.get("chosen") in by_path:
+        why.setdefault(overall["chosen"], []).append(f"best file overall: {overall.get('reason', '')}".rstrip(": "))
     if int8_pick(report) in by_path:
         why.setdefault(sel["chosen"], []).append(f"selected: {sel.get('reason', '')}".rstrip(": "))
     choice = sel.get("target_choice") or {}
@@ -178,9 +183,12 @@ def snippet(report: dict, entry: dict, out_dir: Path | None = None) -> str:
         raise ValueError(f"no deployment snippet for format {fmt!r}")
     decoder = _is_decoder(report, entry)
     lines = ["import numpy as np", "from tokenizers import Tokenizer", *_IMPORTS[fmt], "",
-             *_tokenize_lines(report, entry, spec, out_dir)]
+             *_tokenize_lines(report, entry, spec, out_dir), *_as_run_comment(entry)]
     if fmt == "onnx":
+        from edgeify.targets.device_runner import ORT_SPIN_KEY as SPIN_KEY, ORT_SPIN_US as SPIN_US
+
         lines += [f"opts = ort.SessionOptions(); opts.intra_op_num_threads = {threads}",
+                  f"opts.add_session_config_entry({SPIN_KEY!r}, {SPIN_US!r})  # as timed: spin-wait at most {SPIN_US} us",
                   f'session = ort.InferenceSession({path!r}, opts, providers=["CPUExecutionProvider"])']
         if decoder:
             lines += ['feeds = {"input_ids": ids}',
@@ -220,6 +228,13 @@ def snippet(report: dict, entry: dict, out_dir: Path | None = None) -> str:
         labels = _labels(report, out_dir)
         lines += [f"print({labels!r}[int(logits.argmax(-1)[0])])" if labels else "print(logits.argmax(-1))"]
     return "\n".join(lines) + "\n"
+
+
+def _as_run_comment(entry: dict) -> list[str]:
+    """The backend's note on the precision the file runs in as loaded here (e.g. why an f32
+    hint is set, and what a plain load would run instead), as a comment in the snippet."""
+    note = (entry.get("notes") or {}).get("precision_as_run")
+    return [f"# {note}"] if note else []
 
 
 def _openvino_rt(path: Path | None, key: str) -> str | None:
@@ -318,6 +333,8 @@ def card(report: dict, entry: dict, why: str, command: str, out_dir: Path | None
              f"- why this file: {why}",
              f"- format: {entry['format']} {entry['precision']} (ran as: {entry.get('executed_precision', '?')}); "
              f"size {entry['size_bytes'] / 2**20:.2f} MB",
+             *([f"- precision: {entry['notes']['precision_as_run']}"]
+               if (entry.get("notes") or {}).get("precision_as_run") else []),
              f"- target: `{t['name']}` — {t.get('description', '')}",
              "- input (batch 1, token ids from the tokenizer in "
              f"`{tokenizer_dir(report)}/`): "

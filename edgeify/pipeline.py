@@ -22,7 +22,8 @@ from edgeify.evaluate import evaluate, metric_delta, metric_drop, parity, scorer
 from edgeify import families
 from edgeify.families import CAUSAL_LM, loader
 from edgeify.runtimes.torch_runner import TorchRunner
-from edgeify.targets import device_bench, local, planner, projection, remote
+from edgeify.selection import choose, plan_refusal
+from edgeify.targets import device_bench, local, projection, remote
 
 log = logging.getLogger(__name__)
 DEFAULT_BUDGET = 1.0
@@ -100,43 +101,6 @@ def _entry(fmt: str, precision: str, path: Path, size: int, result, bench: dict,
     if notes:
         entry["notes"] = notes
     return entry
-
-
-def _select_int8(entries: list[dict], budget: float, metric: str) -> dict | None:
-    """Fastest quantized artifact (any format) within the accuracy budget, each measured
-    against the fp32 export of its own format; else the most accurate one."""
-    fp32 = {e["format"]: e["metric"]["value"] for e in entries if e["precision"] == "fp32"}
-    int8 = [e for e in entries if e["precision"].startswith("int") and e["format"] in fp32]
-    if not int8:
-        return None
-    within = [e for e in int8 if metric_drop(e["metric"]["value"], fp32[e["format"]], metric) <= budget]
-    unit = "points" if metric == "accuracy" else "% perplexity"
-    if within and all(e.get("generation") for e in within):
-        # cached decoders: what a user waits for is the decode rate (best round, as below)
-        best = max(within, key=lambda e: max(e["generation"].get("rounds_decode_tokens_per_s")
-                                             or [e["generation"]["decode_tokens_per_s"]]))
-        reason = (f"fastest decoding int8 within the {budget:g} {unit} budget vs the fp32 export of its "
-                  f"format ({len(within)} of {len(int8)} within)")
-    elif within:
-        # Best round, not median: interference on a shared machine only ever slows a
-        # process down (we saw whole processes run 50% slow), so the fastest round is
-        # the truest comparison between candidates.
-        best = min(within, key=lambda e: min(e["latency_ms"].get("rounds_p50") or [e["latency_ms"]["p50"]]))
-        reason = (f"fastest int8 within the {budget:g} {unit} budget vs the fp32 export of its "
-                  f"format ({len(within)} of {len(int8)} within)")
-    else:
-        better = (max if metric == "accuracy" else min)
-        best = better(int8, key=lambda e: e["metric"]["value"])
-        reason = f"no int8 artifact within the {budget:g} {unit} budget; kept the most accurate"
-    best["selected"] = True
-    return {"chosen": best["path"], "reason": reason, "budget": budget}
-
-
-def _plan_refusal(plan: planner.Plan, entry: dict) -> str | None:
-    """The plan's reason against an artifact's precision class (e.g. over the memory budget)."""
-    precision = entry["precision"]
-    kind = precision[:4] if precision.startswith(("int4", "int8")) else precision.split("-")[0]
-    return dict(plan.refused).get(f"{entry['format']} {kind}")
 
 
 def _weights_size(model_dir: Path) -> int:
@@ -314,6 +278,7 @@ def run(config: RunConfig, log_fn: Callable[[str], None] = print) -> dict:
                 env=target.env, generate=({"prompt_tokens": min(config.generate_prompt, config.seq_len),
                                            "new_tokens": config.generate_tokens}
                                           if family.task == CAUSAL_LM else None))
+        timing = timings.summary  # interference seen while timing (targets/local.py)
         for t in timings:
             t["on_target"] = target.measured
         base_benches = dict(zip(lengths, timings))
@@ -339,15 +304,15 @@ def run(config: RunConfig, log_fn: Callable[[str], None] = print) -> dict:
             for entry, result in zip(entries, on_device):
                 entry["device"] = result
         for entry in entries:
-            reason = target.refusal(entry["format"], entry.get("notes", {})) or _plan_refusal(plan, entry)
+            reason = target.refusal(entry["format"], entry.get("notes", {})) or plan_refusal(plan, entry)
             if reason:
                 entry["refused"] = reason
                 log_fn(f"      {target.name} refuses {entry['path']}: {reason}")
         budget = DEFAULT_BUDGET if config.max_accuracy_drop is None else config.max_accuracy_drop
         # chosen at the main length (a shorter file is always faster, not better), among
         # the files the target takes
-        selection = (_select_int8([e for e in entries if e["seq_len"] == config.seq_len and "refused" not in e],
-                                  budget, base_result.metric) if config.int8 else None)
+        selection = (choose([e for e in entries if e["seq_len"] == config.seq_len and "refused" not in e],
+                            budget, base_result.metric) if config.int8 else None)
         if not target.measured and target.peak_gops:
             # a device not timed from here: its latency estimated from these measurements
             projection.estimate_entries(entries, out, target, threads, log_fn)
@@ -379,6 +344,7 @@ def run(config: RunConfig, log_fn: Callable[[str], None] = print) -> dict:
             "other_baselines": [baselines[n] for n in lengths[1:]],
             # each compression stage's PyTorch model: what every stage bought
             "stages": stage_rows,
+            "timing": timing,
             "artifacts": entries,
             **({"device": device_bench.summary(device, on_device)} if device is not None else {}),
             "selection": selection,

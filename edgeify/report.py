@@ -58,6 +58,7 @@ def rows(report: dict) -> list[dict]:
         seq = f" seq{entry['seq_len']}" if entry.get("seq_len", main_len) != main_len else ""
         out.append({
             "artifact": f"{entry['format']} {entry['precision']}{seq}" + (" *" if entry.get("selected") else "")
+                        + (" †" if entry.get("selected_overall") else "")
                         + (" (refused)" if entry.get("refused") else ""),
             "ran": str(entry.get("executed_precision", "")),
             "metric": _fmt(entry["metric"]["value"]),
@@ -99,7 +100,36 @@ def terminal_table(report: dict) -> str:
     sep = "  ".join("-" * widths[k] for k in heads)
     body = ["  ".join(r[k].ljust(widths[k]) for k in heads) for r in data]
     # what --device measured, under the host's figures and never mixed into them
-    return "\n".join([line, sep, *body, *report_device.terminal_lines(report), *data_warning_lines(report)])
+    return "\n".join([line, sep, *body, *selection_lines(report), *report_device.terminal_lines(report),
+                      *data_warning_lines(report), *timing_lines(report)])
+
+
+def selection_lines(report: dict, bold: str = "") -> list[str]:
+    """The two answers (selection.py): the best int8 file (`*`) and the best file of any
+    precision (`†`), which the deployment card follows."""
+    sel = report.get("selection") or {}
+    out = []
+    if report_plots.int8_pick(report):
+        out.append(f"`*` selected int8 artifact: {bold}{sel['chosen']}{bold} — {sel['reason']}" if bold else
+                   f"* best int8 file: {sel['chosen']} — {sel['reason']}")
+    overall = sel.get("overall") or {}
+    if overall.get("chosen"):
+        ran = f" (ran as {overall['executed_precision']})" if overall.get("executed_precision") else ""
+        out.append(f"`†` best file overall: {bold}{overall['chosen']}{bold}{ran} — {overall['reason']}; "
+                   "the deployment card follows it" if bold else
+                   f"† best file overall: {overall['chosen']}{ran} — {overall['reason']}")
+    return out
+
+
+def timing_lines(report: dict, prefix: str = "timing warning: ") -> list[str]:
+    """A machine busy while timing (targets.local.timing_summary): its speed-ups are suspect."""
+    t = report.get("timing") or {}
+    if not t.get("noisy"):
+        return []
+    return [prefix + f"the machine ran up to {t['spread']:.0%} slower than it can in {t['disturbed']} of "
+            f"{t['rounds']} timing rounds, after {t['retimed']} re-timed (reference kernel on {t['threads']} "
+            f"threads; rounds' p50 spread up to {t['p50_spread']:.0%}); latencies and speed-ups may be off "
+            "— time again on an idle machine"]
 
 
 def data_warning_lines(report: dict, prefix: str = "data warning: ") -> list[str]:
@@ -146,6 +176,7 @@ def markdown(report: dict, out_dir: Path | None = None, pareto: Path | None = No
         + (f"; perplexity over each window after {d['eval_context']} unscored tokens of the text before it "
            "(sliding window)" if d.get("eval_context") else ""),
         *data_warning_lines(report, "- **data warning**: "),
+        *timing_lines(report, "- **timing warning**: "),
         f"- target: `{t['name']}` — {t['description']}, {t['threads']} threads; CPU: {t['cpu']}",
         f"- latency: batch 1, seq {'/'.join(map(str, d.get('seq_lens') or [d['seq_len']]))}, {where}",
         *_generation_line(report),
@@ -159,12 +190,15 @@ def markdown(report: dict, out_dir: Path | None = None, pareto: Path | None = No
     lines.append("")
     sel = report.get("selection")
     if sel and report_plots.int8_pick(report):
-        lines += [f"`*` selected int8 artifact: **{sel['chosen']}** — {sel['reason']}", ""]
+        lines += [line for text in selection_lines(report, bold="**") for line in (text, "")]
     for a in report["artifacts"]:
         if a.get("refused"):
             lines += [f"> **{a['path']}** refused by target `{t['name']}`: {a['refused']}", ""]
         elif a.get("notes", {}).get("warning"):
             lines += [f"> **{a['path']}**: {a['notes']['warning']}", ""]
+        if a.get("notes", {}).get("plain_load_runs") not in (None, "f32"):
+            # a reference row timed in another precision than a plain load gets here
+            lines += [f"> **{a['path']}** (ran as {a.get('executed_precision')}): {a['notes']['precision_as_run']}", ""]
     lines += report_device.markdown_lines(report)
     lines += estimated_table(report) + _target_choice_lines(report)
     if pareto is not None:

@@ -8,6 +8,7 @@ import shutil
 
 import pytest
 
+from edgeify import deploy_card
 from edgeify.cli import main
 from tests.conftest import write_labelled_csv
 from tests.test_cli import FAST, _no_leftovers
@@ -19,9 +20,13 @@ def test_albert_int8_onnx_and_openvino(tmp_path, starter_dir, capsys):
     out = tmp_path / "out"
     assert main(["albert", "--int8", "--formats", "onnx,openvino", "-o", str(out), *FAST]) == 0
     report = json.loads((out / "report.json").read_text())
+    from edgeify.runtimes.openvino_runner import default_precision
+
+    native = default_precision()[0]  # bf16 on a bf16 CPU: the int8 IR also as a plain load runs it
     got = [(a["format"], a["precision"]) for a in report["artifacts"]]
     assert got == [("onnx", "fp32"), ("onnx", "int8-dynamic"), ("onnx", "int8-static"),
-                   ("openvino", "fp32"), ("openvino", "fp16"), ("openvino", "int8")]
+                   ("openvino", "fp32"), ("openvino", "fp16"), ("openvino", "int8"),
+                   *([("openvino", f"int8-{native}")] if native != "f32" else [])]
     for entry in report["artifacts"]:
         assert entry["metric"]["value"] > 0 and entry["latency_ms"]["p50"] > 0
         assert (out / entry["path"]).is_file()
@@ -32,6 +37,15 @@ def test_albert_int8_onnx_and_openvino(tmp_path, starter_dir, capsys):
     assert ov["int8"]["executed_precision"].startswith("int8 ")
     assert ov["fp16"]["size_bytes"] < 0.6 * ov["fp32"]["size_bytes"]
     assert sum(a.get("selected", False) for a in report["artifacts"]) == 1
+    # two answers: the best int8 file and the best of any precision, which gets the card
+    overall = report["selection"]["overall"]
+    assert sum(a.get("selected_overall", False) for a in report["artifacts"]) == 1
+    assert (out / deploy_card.filename({"path": overall["chosen"]})).is_file()
+    if native != "f32":
+        twin = ov[f"int8-{native}"]
+        assert twin["executed_precision"].endswith(f", rest {native}, static shapes")
+        assert twin["metric"]["n"] == ov["int8"]["metric"]["n"] and twin["latency_ms"]["p50"] > 0
+        assert f"a plain load runs {native} on this CPU" in ov["fp32"]["notes"]["precision_as_run"]
     assert {"openvino", "nncf"} <= set(report["versions"])
     assert "openvino int8" in capsys.readouterr().out
 

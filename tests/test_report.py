@@ -389,3 +389,60 @@ def test_decoder_snippets_give_the_models_logits(fmt, tmp_path, monkeypatch):
     np.testing.assert_allclose(scope["logits"], expected, rtol=1e-3, atol=1e-3)
     card = deploy_card.card(rep, entry, "test", "edgeify gpt-neo", out)
     assert "`input_ids`" in card and "[1, T, " in card
+
+
+def test_card_follows_the_overall_answer_with_its_rows_hint(tmp_path, starter_dir, monkeypatch):
+    """The best file overall (here OpenVINO fp16 weights, run in the CPU's native type) gets
+    the first card; its snippet sets no precision hint (a plain load: what was timed), the
+    fp32 reference's snippet sets f32 and says what a plain load runs instead. Real files."""
+    pytest.importorskip("openvino")
+    from transformers import AutoTokenizer
+
+    from edgeify.calibration.tokenize import encode_classification
+    from edgeify.export import get_backend
+    from edgeify.export.openvino import Fp16Weights
+    from edgeify.families import get
+    from edgeify.runtimes import open_runner
+    from edgeify.runtimes.openvino_runner import default_precision
+
+    family, model_dir, out = get("electra"), starter_dir("electra"), tmp_path / "out"
+    model, tok = family.load_model(str(model_dir)), AutoTokenizer.from_pretrained(model_dir)
+    tok.save_pretrained(out / "pytorch")
+    feeds = encode_classification(tok, ["the movie was great"], None, 32, family.onnx_inputs).inputs
+    (out / "openvino").mkdir()
+    backend = get_backend("openvino")
+    fp32 = backend.export(model, family, feeds, out / "openvino")
+    fp16 = backend.quantize(fp32, family, None, Fp16Weights(), out / "openvino")
+    rep = _report(estimates=False)
+    rep["model"].update(family="electra")
+    rep["data"].update(seq_len=32)
+    rep["baseline"].update(seq_len=32)
+    native = default_precision()[0]
+    for art, ran in ((fp32, "f32"), (fp16, native)):
+        rep["artifacts"].append({**copy.deepcopy(rep["artifacts"][0]), "format": "openvino",
+                                 "precision": art.precision, "path": str(art.path.relative_to(out)),
+                                 "seq_len": 32, "notes": art.notes, "executed_precision": ran})
+    rep["artifacts"][-1]["selected_overall"] = True
+    rep["selection"]["overall"] = {"chosen": "openvino/model.fp16.xml", "reason": "fastest file of any precision",
+                                   "precision": "fp16", "executed_precision": native}
+    picks = deploy_card.chosen(rep)
+    assert [e["path"] for e, _ in picks] == ["openvino/model.fp16.xml", "onnx/model.int8-static.onnx"]
+    assert picks[0][1] == "best file overall: fastest file of any precision"
+    assert picks[1][1].startswith("selected: ")
+    md = report.markdown(rep, out)
+    assert "`†` best file overall: **openvino/model.fp16.xml**" in md and "`*` selected int8 artifact" in md
+    assert "| openvino fp16 † |" in md
+    assert "† best file overall: openvino/model.fp16.xml" in report.terminal_table(rep)
+    monkeypatch.chdir(out)
+    for art, hint in ((fp16, None), (fp32, "f32")):
+        entry = next(a for a in rep["artifacts"] if a["path"] == str(art.path.relative_to(out)))
+        card = deploy_card.card(rep, entry, "test", "edgeify electra", out)
+        code = _snippet(card)
+        assert ("'INFERENCE_PRECISION_HINT': 'f32'" in code) == (hint == "f32") and "bf16'" not in code
+        assert f"# {art.notes['precision_as_run']}" in code and "- precision: " in card
+        scope: dict = {}
+        exec(code, scope)
+        np.testing.assert_allclose(scope["logits"], open_runner(art.path, 1).run(feeds), rtol=2e-2, atol=2e-2)
+    if native != "f32":  # the reference's card and report say what a plain load runs here
+        assert f"a plain load runs {native} on this CPU" in fp32.notes["precision_as_run"]
+        assert "> **openvino/model.fp32.xml** (ran as f32): INFERENCE_PRECISION_HINT f32 set explicitly" in md

@@ -1,5 +1,6 @@
 """OpenVINO IR: convert from PyTorch, fp16 weights, NNCF int8 (plain and accuracy-controlled),
-weight-only int8/int4 for decoders.
+weight-only int8/int4 for decoders; on a CPU where a plain load runs bf16, each int8 IR
+again as that plain load runs it (AsRunByDefault), since that is what users execute.
 
 Why convert from PyTorch and not from edgeify's ONNX export: on the real ELECTRA model both
 IRs ran at the same fp32 latency (17.4 vs 17.0 ms, batch 1, seq 128, interleaved), the
@@ -76,9 +77,23 @@ class WeightsOnly:
     ratio: float = 1.0    # int4 only: share of layers in int4 (the rest int8)
 
 
+@dataclass(frozen=True)
+class AsRunByDefault:
+    """An int8 IR (`source`, built before this) as OpenVINO runs it when loaded plainly:
+    int8 matmuls, the other layers in `runs_as`, the CPU's native float type (bf16 on
+    AVX512_BF16 / AMX). The same weights as `source`, only its edgeify inference precision
+    is "native" instead of f32: no second NNCF run. Its own row, because that is what a
+    user's `compile_model(model, "CPU")` executes, and its accuracy and speed differ."""
+
+    source: str = "int8"
+    runs_as: str = "bf16"
+
+
 def _precision_name(config) -> str:
     if isinstance(config, WeightsOnly):
         return f"{config.mode[:4]}-weights"
+    if isinstance(config, AsRunByDefault):
+        return f"{config.source}-{config.runs_as}"
     return {Fp16Weights: "fp16", Int8: "int8", AccuracyControlledInt8: "int8-accuracy-controlled"}[type(config)]
 
 
@@ -248,8 +263,34 @@ def make_fp16(fp32: Artifact, family, calibration, config: Fp16Weights, out: Pat
     model = _read(fp32.path)
     model.set_rt_info(config.inference_precision, RT_PRECISION)
     save_ir(model, out, compress_to_fp16=True)
+    native, why = runtime_default()
     return Artifact("openvino", "fp16", out, config_record(config),
-                    {"weights": "fp16", "inference_precision": config.inference_precision})
+                    {"weights": "fp16", "inference_precision": config.inference_precision,
+                     "precision_as_run": f"no INFERENCE_PRECISION_HINT: OpenVINO's default, {native} on this "
+                                         f"CPU ({why})"})
+
+
+def as_run_by_default(fp32: Artifact, family, calibration, config: AsRunByDefault, out: Path,
+                      validation: Validation | None = None) -> Artifact:
+    source = out.with_name(f"{fp32.path.name.split('.')[0]}.{config.source}.xml")
+    if not source.is_file():
+        raise EdgeifyError(f"{out.name} is derived from {source.name}, which is not built yet "
+                           f"(configs are built in order: the {config.source} config comes first)")
+    model = _read(source)
+    model.set_rt_info("native", RT_PRECISION)
+    save_ir(model, out)
+    return Artifact("openvino", _precision_name(config), out, config_record(config),
+                    {"derived_from": source.name, "inference_precision": "native",
+                     "int8_matmuls": len(quantized_matmuls(model)), "matmuls": _count(model, "MatMul"),
+                     "precision_as_run": f"no INFERENCE_PRECISION_HINT: OpenVINO's default, int8 matmuls "
+                                         f"and {config.runs_as} for the rest on this CPU"})
+
+
+def runtime_default(env=None) -> tuple[str, str]:
+    """(float type a plain load runs here, why): see openvino_runner.default_precision."""
+    from edgeify.runtimes.openvino_runner import default_precision
+
+    return default_precision(env)
 
 
 def _count(model, op_type: str) -> int:
@@ -261,6 +302,7 @@ HANDLERS = {
     Int8: quantize_int8,
     AccuracyControlledInt8: quantize_accuracy_controlled,
     WeightsOnly: compress_weights,
+    AsRunByDefault: as_run_by_default,
 }
 
 
@@ -288,9 +330,14 @@ class OpenVinoBackend:
         ov_model.set_rt_info("f32", RT_PRECISION)
         out = out_dir / "model.fp32.xml"
         save_ir(ov_model, out)
+        native, why = runtime_default()
+        plain = ("the same" if native == "f32" else native)
         return Artifact("openvino", "fp32", out, {"type": "Fp32Export"},
                         {"converter": f"openvino.convert_model from PyTorch (openvino {ov.__version__})",
-                         "inference_precision": "f32 (set explicitly: this CPU would run bf16 by default)"})
+                         "inference_precision": f"f32 (set explicitly; a plain load runs {plain} here: {why})",
+                         "plain_load_runs": native,
+                         "precision_as_run": f"INFERENCE_PRECISION_HINT f32 set explicitly (the reference); "
+                                             f"a plain load runs {plain} on this CPU ({why})"})
 
     def quantize(self, fp32: Artifact, family, calibration, config, out_dir: Path,
                  validation: Validation | None = None) -> Artifact:
@@ -302,10 +349,18 @@ class OpenVinoBackend:
     def float_configs(self, family) -> list:
         return [Fp16Weights()]
 
-    def int8_configs(self, family, max_accuracy_drop: float | None = None) -> list:
+    def runtime_default(self, env=None) -> tuple[str, str]:
+        return runtime_default(env)
+
+    def int8_configs(self, family, max_accuracy_drop: float | None = None, env=None) -> list:
+        """Int8 (and accuracy-controlled int8), each followed, where a plain load runs a
+        lower float type than f32 (bf16 CPUs; `env` may cap oneDNN), by its as-run twin."""
         configs: list = [Int8()]
         if max_accuracy_drop is not None:
             configs.append(AccuracyControlledInt8(max_drop=max_accuracy_drop))
+        native, _ = self.runtime_default(env)
+        if native != "f32":
+            configs += [AsRunByDefault(_precision_name(c), native) for c in list(configs)]
         if family.task == CAUSAL_LM:
             configs += self.decoder_configs(family, True)[1:]
         return configs

@@ -15,9 +15,9 @@ class OnnxRuntimeRunner:
     def __init__(self, path: Path, threads: int):
         import onnxruntime as ort
 
-        from edgeify.targets.device_runner import session_options
+        from edgeify.targets.device_runner import ort_thread_settings, session_options
 
-        opts = session_options(ort, threads)
+        opts = session_options(ort, threads)  # with a bounded spin-wait (see there)
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # noqa: BLE001 - onnxruntime raises several types
@@ -35,6 +35,7 @@ class OnnxRuntimeRunner:
         self.runtime = f"onnxruntime {ort.__version__}"
         self.precision = _precision_of(path)
         self.threads = threads
+        self.thread_settings = ort_thread_settings(threads)
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         missing = [n for n in self.input_names if n not in feeds]

@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import xml.etree.ElementTree as ET
 from collections import Counter
+from collections.abc import Mapping
+from functools import lru_cache
 from pathlib import Path
 
 import numpy as np
@@ -40,9 +42,53 @@ def _rt_value(model, key: list[str]) -> str | None:
 _CAPS_WITHOUT_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX512_CORE", "AVX512_CORE_VNNI"}
 
 
-def _native_precision_hint() -> str | None:
-    cap = os.environ.get("ONEDNN_MAX_CPU_ISA", "").strip().upper()
+def _native_precision_hint(env: Mapping[str, str] | None = None) -> str | None:
+    cap = _isa_cap(env)
     return "f32" if cap in _CAPS_WITHOUT_BF16 else None
+
+
+def _isa_cap(env: Mapping[str, str] | None) -> str:
+    value = (env or {}).get("ONEDNN_MAX_CPU_ISA") or os.environ.get("ONEDNN_MAX_CPU_ISA", "")
+    return value.strip().upper()
+
+
+_OV_FLOAT_NAMES = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}
+
+
+def _type_name(value) -> str:
+    """OpenVINO's <Type: 'bfloat16'> as edgeify's short name (bf16)."""
+    text = str(value).replace("<Type: '", "").rstrip("'>")
+    return _OV_FLOAT_NAMES.get(text, text)
+
+
+@lru_cache(maxsize=None)
+def _plugin_default() -> tuple[str, tuple[str, ...]]:
+    import openvino as ov
+
+    core = ov.Core()
+    return (_type_name(core.get_property("CPU", "INFERENCE_PRECISION_HINT")),
+            tuple(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")))
+
+
+def default_precision(env: Mapping[str, str] | None = None) -> tuple[str, str]:
+    """(the float type a plain `compile_model(model, "CPU")` runs in here, why).
+
+    Why ask: on a CPU with bf16 (AVX512_BF16, AMX) OpenVINO runs every float layer in bf16
+    unless told otherwise, which is 2-3x the f32 speed and what a user's plain load gets;
+    a report that only timed f32 would not describe what users run. The plugin's own
+    default is read, then a oneDNN ISA cap in `env` (or this process's environment) that
+    rules bf16 out is applied, as the runner applies it."""
+    try:
+        native, caps = _plugin_default()
+    except ImportError:
+        return "f32", "openvino is not installed"
+    cap = _isa_cap(env)
+    if native != "f32" and cap in _CAPS_WITHOUT_BF16:
+        return "f32", (f"ONEDNN_MAX_CPU_ISA={cap} caps oneDNN below {native}, so float layers run f32 "
+                       f"(the CPU itself would run {native})")
+    if native == "f32":
+        return "f32", f"this CPU has no bf16/fp16 arithmetic OpenVINO uses; its capabilities: {', '.join(caps)}"
+    return native, f"the CPU plugin's default precision here; its capabilities: {', '.join(caps)}"
 
 
 def _static_default(declared: str | None) -> bool:
@@ -159,8 +205,7 @@ class OpenVinoRunner:
         if self._last is None:
             return "not compiled yet"
         compiled = self._last[0]
-        ran = str(compiled.get_property("INFERENCE_PRECISION_HINT")).replace("<Type: '", "").rstrip("'>")
-        ran = {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}.get(ran, ran)
+        ran = _type_name(compiled.get_property("INFERENCE_PRECISION_HINT"))
         layers = Counter()
         for op in compiled.get_runtime_model().get_ordered_ops():
             info = op.get_rt_info()

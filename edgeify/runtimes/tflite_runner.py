@@ -89,6 +89,9 @@ class TfliteRunner:
         self.seq_len = int(next(iter(details.values()))["shape"][1])
         self.threads = threads
         self.precision = _precision_of(path)
+        # XNNPACK's pthreadpool waits with a bounded spin, then a futex; the Python API has no
+        # switch for it (and needs none: it does not collapse under load, issue 20)
+        self.thread_settings = {"threads": threads, "pool": "XNNPACK pthreadpool"}
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         missing = [n for n in self.input_names if n not in feeds]

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import numpy as np
 
 from edgeify.runtimes import register_runner
+
+
+def thread_settings(torch) -> dict:
+    """PyTorch's threads as they run, for the report: the thread count and how its GNU
+    OpenMP pool waits between parallel regions. libgomp reads OMP_WAIT_POLICY and
+    GOMP_SPINCOUNT once, when torch is imported, so they are set in the environment of
+    the process that times (targets.local.spin_env: no spinning on a busy machine), not here."""
+    spin = os.environ.get("GOMP_SPINCOUNT") or {"passive": "0", "active": "infinite"}.get(
+        os.environ.get("OMP_WAIT_POLICY", "").lower(), "300000 (libgomp default)")
+    return {"threads": torch.get_num_threads(), "backend": "OpenMP", "GOMP_SPINCOUNT": spin,
+            **({"OMP_WAIT_POLICY": os.environ["OMP_WAIT_POLICY"]} if os.environ.get("OMP_WAIT_POLICY") else {})}
 
 
 def _is_hf_dir(p: Path) -> bool:
@@ -30,6 +42,7 @@ class TorchRunner:
         self.runtime = f"torch {torch.__version__}"
         self.precision = str(next(self.model.parameters()).dtype).replace("torch.", "")
         self.threads = threads
+        self.thread_settings = thread_settings(torch)
 
     def run(self, feeds: dict[str, np.ndarray]) -> np.ndarray:
         import torch

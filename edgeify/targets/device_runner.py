@@ -76,6 +76,15 @@ def _import_numpy():
 
 # --- one opener per format: (input names, run(feeds) -> logits, runtime, precision or None)
 
+# onnxruntime's intra-op pool spins between ops, by default for longer than an op takes.
+# With another process on one of two cores, a spinning worker holds the core its partner
+# needs: 2 threads ran slower than 1. Not spinning at all costs up to ~2x on a quiet
+# machine; a 50 us spin costs nothing quiet and bounds the loss under load
+# (benchmarks/RESULTS.md, issue 20, bench_spin.py).
+ORT_SPIN_KEY = "session.intra_op.spin_duration_us"
+ORT_SPIN_US = "50"
+
+
 def session_options(ort, threads: int):
     """onnxruntime settings for timing: edgeify's local runner uses these too (it imports
     them from here), so a device and this host run a file alike."""
@@ -85,7 +94,13 @@ def session_options(ort, threads: int):
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.log_severity_level = 3
+    opts.add_session_config_entry(ORT_SPIN_KEY, ORT_SPIN_US)
     return opts
+
+
+def ort_thread_settings(threads: int) -> dict:
+    """session_options' threading, as the report records it."""
+    return {"threads": threads, "inter_op_threads": 1, ORT_SPIN_KEY: ORT_SPIN_US}
 
 
 def _open_onnx(path: str, threads: int, spec: dict):
@@ -331,6 +346,8 @@ def main(spec: dict) -> dict:
         "runtime": runtime,
         "precision": precision() if callable(precision) else precision,
         "threads": spec["threads"],
+        "thread_settings": (ort_thread_settings(spec["threads"]) if ext == ".onnx"
+                            else {"threads": spec["threads"]}),
         "batch": int(next(iter(feeds.values())).shape[0]),
         "seq_len": int(next(iter(feeds.values())).shape[1]),
     }

@@ -50,10 +50,13 @@ BYTES_PER_WEIGHT = {"fp32": 4, "fp16": 2, "int8": 1, "int4": 0.5}
 
 def make_plan(target: Target, host: Target, *, asked_formats: tuple[str, ...], installed: dict[str, bool],
               menu: dict[str, tuple[str, ...]], params: int, seq_lens: tuple[int, ...],
-              static_formats: tuple[str, ...] = ("tflite",), max_memory_mb: float | None = None) -> Plan:
+              static_formats: tuple[str, ...] = ("tflite",), max_memory_mb: float | None = None,
+              runtime_defaults: dict[str, tuple[str, str, str]] | None = None) -> Plan:
     """`asked_formats` () = the target's defaults, ("all",) = every format it runs;
     `installed` says which format backends are importable here; `menu` what precision
-    classes each format's backend would build (keys of BYTES_PER_WEIGHT)."""
+    classes each format's backend would build (keys of BYTES_PER_WEIGHT); `runtime_defaults`
+    format -> (float type a plain load runs on the target, why, the same on this host as
+    the build sees it) for the backends whose runtime picks one (see _as_run)."""
     refused: list[tuple[str, str]] = []
     notes: list[str] = []
     why_not = dict(target.refused)
@@ -78,13 +81,16 @@ def make_plan(target: Target, host: Target, *, asked_formats: tuple[str, ...], i
     for fmt in formats:
         keep = []
         for p in menu.get(fmt, ("fp32",)):
-            need = params * BYTES_PER_WEIGHT[p] / 2**20 + RUNTIME_OVERHEAD_MB
+            need = params * BYTES_PER_WEIGHT[p.split("-")[0]] / 2**20 + RUNTIME_OVERHEAD_MB
             if budget_mb is not None and need > budget_mb:
                 refused.append((f"{fmt} {p}", f"needs ~{need:.0f} MB with the runtime, over the "
                                 f"{budget_mb:.0f} MB {'--max-memory-mb' if max_memory_mb == budget_mb else target.name + ' has'}"))
             else:
                 keep.append(p)
         precisions[fmt] = tuple(keep)
+    as_run_notes, as_run_refused = _as_run(formats, precisions, runtime_defaults or {}, target.name)
+    notes += as_run_notes
+    refused += as_run_refused
 
     outlook = None
     wanted_precisions = {p for fmt in formats for p in menu.get(fmt, ())}
@@ -106,6 +112,30 @@ def make_plan(target: Target, host: Target, *, asked_formats: tuple[str, ...], i
     return Plan(target=target.name, measured=target.measured, formats=tuple(formats), precisions=precisions,
                 threads=target.threads, timing_threads=target.threads if target.measured else host.threads,
                 seq_lens=seq_lens, refused=tuple(refused), notes=tuple(notes), int8_outlook=outlook)
+
+
+def _as_run(formats, precisions: dict[str, tuple[str, ...]], defaults: dict[str, tuple[str, str, str]],
+            target_name: str) -> tuple[list[str], list[tuple[str, str]]]:
+    """Notes (and refusals) on the int8 rows built a second time as the runtime runs them by
+    default. Why: OpenVINO runs an IR's float layers in bf16 on a bf16 CPU unless told
+    otherwise, so the f32-forced int8 row is not what a user's plain load executes; where
+    the target has no lower float type the extra row is absent, and the plan says why.
+    Adds the extra class to `precisions` (e.g. "int8-bf16")."""
+    notes, refused = [], []
+    for fmt in formats:
+        if fmt not in defaults or "int8" not in precisions.get(fmt, ()):
+            continue
+        native, why, here = defaults[fmt]
+        if native != "f32":
+            precisions[fmt] += (f"int8-{native}",)
+            notes.append(f"{fmt}: a plain load runs {native} here ({why}); each int8 file is also evaluated and "
+                         f"timed as run so (int8 matmuls, {native} for the rest: int8-{native}); fp32 keeps an "
+                         "explicit f32 as the reference")
+            continue
+        notes.append(f"{fmt}: no int8 row as run by default (int8 matmuls, bf16/fp16 for the rest): {why}")
+        if here != "f32":  # built from this host's CPU, but not what the target runs
+            refused.append((f"{fmt} int8-{here}", f"this host runs {here} by default, {target_name} does not: {why}"))
+    return notes, refused
 
 
 def int8_outlook(target: Target) -> float | None:

@@ -20,11 +20,14 @@ from edgeify.errors import EdgeifyError
 from edgeify.evaluate import evaluate, scorer
 from edgeify.export import Validation, config_record, get_backend
 from edgeify.export.openvino import (
-    RT_BIN_SHA256, RT_PRECISION, RT_SHAPES, AccuracyControlledInt8, Fp16Weights, Int8, OpenVinoBackend,
-    WeightsOnly, quantized_matmuls, sha256_of)
+    RT_BIN_SHA256, RT_PRECISION, RT_SHAPES, AccuracyControlledInt8, AsRunByDefault, Fp16Weights, Int8,
+    OpenVinoBackend, WeightsOnly, quantized_matmuls, sha256_of)
 from edgeify.families import CAUSAL_LM
 from edgeify.runtimes import open_runner
-from edgeify.runtimes.openvino_runner import SHAPES_ENV, OpenVinoRunner
+from edgeify.runtimes.openvino_runner import SHAPES_ENV, OpenVinoRunner, default_precision
+
+# oneDNN capped below bf16 (AVX-512 with VNNI, no BF16): how a CPU without bf16 is imitated here
+NO_BF16 = {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI"}
 
 FAMILIES = ["electra", "albert", "gpt-neo"]
 
@@ -81,20 +84,40 @@ def electra_int8(electra):
 # --- registry --------------------------------------------------------------------------
 
 def test_backend_registry():
+    """The configs on a CPU without bf16 (oneDNN capped): no as-run twins."""
     backend = get_backend("openvino")
     assert isinstance(backend, OpenVinoBackend)
     assert backend.name == "openvino" and backend.requires == ("openvino", "nncf")
     electra_family, gpt_neo_family = families.get("electra"), families.get("gpt-neo")
     assert backend.float_configs(electra_family) == [Fp16Weights()]
     assert backend.float_configs(gpt_neo_family) == [Fp16Weights()]
-    assert backend.int8_configs(electra_family) == [Int8()]
-    assert backend.int8_configs(electra_family, max_accuracy_drop=0.5) == [
+    assert backend.int8_configs(electra_family, env=NO_BF16) == [Int8()]
+    assert backend.int8_configs(electra_family, max_accuracy_drop=0.5, env=NO_BF16) == [
         Int8(), AccuracyControlledInt8(max_drop=0.5)]
-    assert backend.int8_configs(families.get("albert")) == [Int8()]
-    lm = backend.int8_configs(gpt_neo_family)
+    assert backend.int8_configs(families.get("albert"), env=NO_BF16) == [Int8()]
+    lm = backend.int8_configs(gpt_neo_family, env=NO_BF16)
     assert lm == [Int8(), WeightsOnly("int8_asym"), WeightsOnly("int4_sym", group_size=64, ratio=1.0)]
-    assert backend.int8_configs(gpt_neo_family, max_accuracy_drop=1.0)[:2] == [
+    assert backend.int8_configs(gpt_neo_family, max_accuracy_drop=1.0, env=NO_BF16)[:2] == [
         Int8(), AccuracyControlledInt8(max_drop=1.0)]
+
+
+def test_as_run_twins_present_where_the_cpu_has_bf16_and_absent_where_not(monkeypatch):
+    """Each int8 config is followed by its as-run twin exactly where a plain load runs
+    bf16: decided by what OpenVINO reports for this CPU, an ISA cap in the target's env or
+    in this process's environment rules it out."""
+    backend, electra_family = OpenVinoBackend(), families.get("electra")
+    native, why = default_precision()
+    if native == "f32":
+        pytest.skip(f"this CPU runs f32 by default ({why}); the twins' presence needs bf16")
+    assert backend.int8_configs(electra_family) == [Int8(), AsRunByDefault("int8", native)]
+    assert backend.int8_configs(electra_family, max_accuracy_drop=0.5) == [
+        Int8(), AccuracyControlledInt8(max_drop=0.5), AsRunByDefault("int8", native),
+        AsRunByDefault("int8-accuracy-controlled", native)]
+    assert backend.int8_configs(electra_family, env=NO_BF16) == [Int8()]
+    assert backend.int8_configs(electra_family, env={"ONEDNN_MAX_CPU_ISA": "AVX2"}) == [Int8()]
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_VNNI")
+    assert backend.int8_configs(electra_family) == [Int8()]
+    assert default_precision()[0] == "f32" and "ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI" in default_precision()[1]
 
 
 # --- fp32 export -----------------------------------------------------------------------
@@ -154,7 +177,9 @@ def test_fp16_weights(exported):
     assert art.path == exported.out_dir / "model.fp16.xml" and _bin(art).is_file()
     assert art.format == "openvino" and art.precision == "fp16"
     assert art.config == config_record(Fp16Weights()) == {"type": "Fp16Weights", "inference_precision": "native"}
-    assert art.notes == {"weights": "fp16", "inference_precision": "native"}
+    assert {k: art.notes[k] for k in ("weights", "inference_precision")} == {
+        "weights": "fp16", "inference_precision": "native"}
+    assert f"{default_precision()[0]} on this CPU" in art.notes["precision_as_run"]
     ratio = _bin(art).stat().st_size / _bin(fp32).stat().st_size
     assert 0.45 < ratio < 0.6, ratio  # every float weight halves; a few int constants do not
     assert art.size_bytes == art.path.stat().st_size + _bin(art).stat().st_size < fp32.size_bytes
@@ -201,6 +226,59 @@ def test_int8_quantize(electra, electra_int8):
     assert _read(q.path).get_rt_info(RT_SHAPES).astype(str) == "static"
     agreement = float((got.argmax(-1) == ref.argmax(-1)).mean())
     assert agreement >= 0.90, agreement
+
+
+def test_int8_as_run_by_default(electra, electra_int8, monkeypatch):
+    """The int8 IR's twin as a plain load runs it: the same weights (no second NNCF run),
+    "native" precision; on a bf16 CPU its float layers run bf16, under an ISA cap f32."""
+    native = default_precision()[0]
+    runs_as = native if native != "f32" else "bf16"
+    art = OpenVinoBackend().quantize(electra.artifact, electra.family, None, AsRunByDefault("int8", runs_as),
+                                     electra.out_dir)
+    assert art.path == electra.out_dir / f"model.int8-{runs_as}.xml" and art.precision == f"int8-{runs_as}"
+    assert art.config == config_record(AsRunByDefault("int8", runs_as))
+    assert art.notes["derived_from"] == "model.int8.xml" and art.notes["inference_precision"] == "native"
+    assert art.notes["int8_matmuls"] == electra_int8.notes["int8_matmuls"]
+    assert f"{runs_as} for the rest" in art.notes["precision_as_run"]
+    assert _bin(art).read_bytes() == _bin(electra_int8).read_bytes()  # same weights, new rt_info
+    model = _read(art.path)
+    assert model.get_rt_info(RT_PRECISION).astype(str) == "native"
+    assert model.get_rt_info(RT_SHAPES).astype(str) == "static"  # kept from the int8 IR
+
+    texts = real_texts(electra.family.task)[:32]
+    feeds = encode_classification(electra.tokenizer, texts, None, 32, electra.family.onnx_inputs).inputs
+    runner, int8_runner = open_runner(art.path, 1), open_runner(electra_int8.path, 1)
+    got, ref = runner.run(feeds), int8_runner.run(feeds)
+    # (the runtime counts its own fused matmuls, so not the IR's count)
+    assert int8_runner.precision.startswith("int8 ") and ", rest f32" in int8_runner.precision
+    assert ", rest " + native in runner.precision, runner.precision  # the CPU's own default
+    assert float((got.argmax(-1) == ref.argmax(-1)).mean()) >= 0.9
+    if native != "f32":
+        assert not np.array_equal(got, ref)  # bf16 really ran: not the f32 numbers
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_VNNI")  # a CPU without bf16
+    capped = open_runner(art.path, 1)
+    capped.run(feeds)
+    assert ", rest f32" in capped.precision, capped.precision
+
+
+def test_as_run_twin_needs_its_source_built_first(electra, tmp_path):
+    with pytest.raises(EdgeifyError, match=r"model\.int8-accuracy-controlled\.xml, which is not built yet"):
+        OpenVinoBackend().quantize(electra.artifact, electra.family, None,
+                                   AsRunByDefault("int8-accuracy-controlled", "bf16"), tmp_path)
+
+
+def test_fp32_note_says_what_a_plain_load_runs_here(electra, tmp_path, monkeypatch):
+    """Read from OpenVINO for this CPU, not written on every CPU."""
+    native, why = default_precision()
+    notes = electra.artifact.notes
+    assert notes["plain_load_runs"] == native and why in notes["precision_as_run"]
+    assert notes["inference_precision"].startswith("f32 (set explicitly")
+    assert (f"a plain load runs {native} here" in notes["inference_precision"]) == (native != "f32")
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_VNNI")
+    sample = _calibration(electra).inputs
+    capped = OpenVinoBackend().export(electra.model, electra.family, sample, tmp_path).notes
+    assert capped["plain_load_runs"] == "f32" and "a plain load runs the same here" in capped["inference_precision"]
+    assert "bf16 by default" not in capped["inference_precision"]
 
 
 def _labelled_eval(exp, n: int = 64) -> Batch:
@@ -316,5 +394,5 @@ def test_quantize_unknown_config(electra):
     with pytest.raises(EdgeifyError) as info:
         OpenVinoBackend().quantize(electra.artifact, electra.family, None, Int4(), electra.out_dir)
     assert str(info.value) == ("no OpenVINO handler for Int4; have: "
-                               "Fp16Weights, Int8, AccuracyControlledInt8, WeightsOnly")
+                               "Fp16Weights, Int8, AccuracyControlledInt8, WeightsOnly, AsRunByDefault")
     assert not (electra.out_dir / "model.int4.xml").exists()

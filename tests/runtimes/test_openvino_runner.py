@@ -92,6 +92,30 @@ def test_fp16_runs_in_native_half(electra):
     assert runner.precision in ("bf16", "f16", "f32"), runner.precision
 
 
+def test_default_precision_is_what_a_plain_load_runs(electra, monkeypatch):
+    """default_precision() names the float type `compile_model(model, "CPU")` picks here:
+    checked against a real plain compile, and against an ISA cap that rules bf16 out."""
+    import openvino as ov
+
+    from edgeify.runtimes.openvino_runner import default_precision
+
+    xml, _, _ = electra
+    compiled = ov.Core().compile_model(ov.Core().read_model(str(xml)), "CPU")
+    plain = str(compiled.get_property("INFERENCE_PRECISION_HINT"))
+    native, why = default_precision()
+    assert {"float32": "f32", "bfloat16": "bf16", "float16": "f16"}[plain.split("'")[1]] == native, (plain, why)
+    assert "capabilities" in why
+    for cap in ("AVX2", "AVX512_CORE_VNNI"):
+        capped, reason = default_precision({"ONEDNN_MAX_CPU_ISA": cap})
+        assert capped == "f32"
+        if native != "f32":
+            assert f"ONEDNN_MAX_CPU_ISA={cap} caps oneDNN below {native}" in reason
+    # a cap that keeps bf16 changes nothing; the process's own cap counts when env has none
+    assert default_precision({"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_AMX"}) == (native, why)
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX2")
+    assert default_precision()[0] == "f32" and default_precision({"OTHER": "1"})[0] == "f32"
+
+
 def test_missing_input(electra):
     xml, _, feeds = electra
     runner = open_runner(xml, 1)

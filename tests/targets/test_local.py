@@ -175,3 +175,165 @@ def test_interleaved_rounds_report_median_of_rounds(tmp_path, feeds):
         assert len(r["rounds_p50"]) == 3
         assert r["p50"] == sorted(r["rounds_p50"])[1]
         assert r["runs"] >= 90
+
+
+# --- issue 20: timing that notices interference -------------------------------------------
+
+def _ref(all_ms: float, wait: float) -> dict:
+    return {"all_ms": all_ms, "cpu_ms": all_ms / (1 + wait), "wait": wait}
+
+
+def _result(p50: float, before: tuple[float, float], after: tuple[float, float]) -> dict:
+    return {"p50": p50, "p90": p50, "mean": p50, "runs": 30, "peak_rss_mb": 50.0, "runtime": "rt 1",
+            "thread_settings": {"threads": 2}, "reference": {"before": _ref(*before), "after": _ref(*after)}}
+
+
+def test_disturbance_from_waiting_and_from_drift():
+    from edgeify.targets.local import disturbance
+
+    quiet = {"before": _ref(15.5, 0.01), "after": _ref(15.3, 0.0)}
+    assert disturbance(quiet, 15.3) == pytest.approx(15.5 / 15.3 - 1)
+    # a hog came during the round: the kernel ran 60% slower than its best
+    assert disturbance({"before": _ref(15.4, 0.01), "after": _ref(24.5, 0.03)}, 15.3) == pytest.approx(24.5 / 15.3 - 1)
+    # a hog on one of two cores throughout: no quiet round to compare with, but the
+    # kernel's threads waited half as long again as they computed
+    assert disturbance({"before": _ref(22.5, 0.5), "after": _ref(22.5, 0.45)}, 22.5) == pytest.approx(0.5)
+    assert disturbance(None, 15.0) == 0.0
+
+
+def test_retime_replaces_disturbed_rounds_and_is_bounded():
+    from edgeify.targets.local import retime_disturbed, timing_summary
+
+    quiet, busy = ((15.2, 0.01), (15.1, 0.0)), ((30.0, 1.0), (29.0, 0.9))
+    per = [[_result(4.0, *quiet), _result(12.0, *busy)], [_result(2.0, *quiet), _result(2.1, *quiet)]]
+    calls = []
+
+    def again(i):  # the machine is quiet again: the re-timed round is clean
+        calls.append(i)
+        return _result(4.1, *quiet)
+
+    assert retime_disturbed(per, again) == 1 and calls == [0]
+    assert [r["p50"] for r in per[0]] == [4.0, 4.1]
+    summary = timing_summary(per, 1, threads=2)
+    assert summary["noisy"] is False and summary["retimed"] == 1 and summary["disturbed"] == 0
+    assert summary["spread"] < 0.15 and len(summary["reference_ms"]) == 8
+    assert summary["settings"] == {"rt 1": {"threads": 2}}
+
+    # busy throughout: at most RETRIES per round, at most half the rounds in all, then noisy
+    per = [[_result(12.0, *busy) for _ in range(3)] for _ in range(2)]
+    calls.clear()
+
+    def still_busy(i):
+        calls.append(i)
+        return _result(12.5, *busy)
+
+    assert retime_disturbed(per, still_busy) == 3 == len(calls)
+    summary = timing_summary(per, 3, threads=2)
+    assert summary["noisy"] is True and summary["disturbed"] == 6
+    assert summary["spread"] == pytest.approx(1.0)
+
+
+def _hog(seconds: float, cpu: int):
+    """A busy loop on one CPU for a bounded time: another process on one of the cores."""
+    import subprocess
+    import sys
+
+    code = (f"import os, time\nos.sched_setaffinity(0, {{{cpu}}})\nend = time.time() + {seconds}\n"
+            "while time.time() < end: pass\n")
+    return subprocess.Popen([sys.executable, "-c", code])
+
+
+@pytest.fixture
+def two_cpus():
+    """This process (and so every timing child) on two CPUs; the hog takes the second."""
+    if not hasattr(os, "sched_setaffinity") or len(os.sched_getaffinity(0)) < 2:
+        pytest.skip("needs two CPUs and CPU affinity (Linux)")
+    old = os.sched_getaffinity(0)
+    cpus = sorted(old)[:2]
+    os.sched_setaffinity(0, set(cpus))
+    yield cpus
+    os.sched_setaffinity(0, old)
+
+
+def test_a_hog_on_one_core_throughout_is_flagged(tmp_path, feeds, two_cpus):
+    """Without the reference kernel this run looks like any other; with it, the summary
+    says the two timing threads never had two cores."""
+    from edgeify.targets import local
+
+    paths = [_small_onnx(tmp_path / "a.onnx"), _small_onnx(tmp_path / "b.onnx")]
+    hog = _hog(25, two_cpus[1])
+    try:
+        res = local.measure_interleaved(paths, feeds, 2, rounds=1, seconds_per_round=0.1)
+    finally:
+        hog.kill()
+        hog.wait()
+    summary = res.summary
+    assert summary["noisy"] is True, summary
+    assert summary["spread"] > local.THRESHOLD and summary["retimed"] >= 1
+    assert summary["retimed"] == 1  # at most half of the 2 rounds
+    assert [len(r["rounds_p50"]) for r in res] == [1, 1] and all("reference" not in r for r in res)
+    assert summary["settings"][res[0]["runtime"]]["threads"] == 2
+
+
+def test_rounds_hit_by_a_passing_hog_are_retimed(tmp_path, feeds, two_cpus):
+    """A hog for the first seconds only: the rounds it hit are timed again after it ended."""
+    import time
+
+    from edgeify.targets import local
+
+    paths = [_small_onnx(tmp_path / "a.onnx"), _small_onnx(tmp_path / "b.onnx")]
+    hog = _hog(4, two_cpus[1])
+    time.sleep(0.3)
+    try:
+        res = local.measure_interleaved(paths, feeds, 2, rounds=2, seconds_per_round=0.1)
+    finally:
+        hog.kill()
+        hog.wait()
+    summary = res.summary
+    assert summary["retimed"] >= 1, summary
+    assert summary["rounds"] == 4 and len(summary["reference_ms"]) == 8
+
+
+@pytest.fixture
+def electra_starter(starter_dir):
+    return starter_dir("electra")
+
+
+def test_openmp_spinning_off_only_when_the_machine_is_busy(monkeypatch):
+    """Not spinning costs 1.5-3x on a quiet CPU (Zen 3 VM: 21 ms vs 7.4), so it is
+    chosen by what the reference kernel sees right before the timing; one thread never
+    waits for a partner, so it never gets the setting."""
+    from edgeify.targets import child, local
+
+    seen = {}
+    monkeypatch.setattr(child, "reference_kernel", lambda threads: {"wait": seen["wait"]})
+    seen["wait"] = 0.02
+    assert local.spin_env(2) == ()
+    seen["wait"] = 0.6
+    assert local.spin_env(2) == local.SPIN_ENV and local.spin_env(1) == ()
+
+
+def test_pytorch_at_two_threads_does_not_collapse_under_a_hog(electra_starter, two_cpus):
+    """With a hog on one of two cores, GNU OpenMP's default spin-wait made PyTorch at 2
+    threads 5-20x slower than at 1 thread on a Zen 4 VM (the issue's 466 ms vs 5.3 ms); the
+    hog is seen before the timing and spinning turned off (SPIN_ENV), and the two stay within a
+    small factor of each other. The factor 4 is far from both: this checks the collapse,
+    not a speed."""
+    from edgeify.families.loader import load_local
+    from edgeify.targets import local
+
+    if "GOMP_SPINCOUNT" in os.environ or "OMP_WAIT_POLICY" in os.environ:
+        pytest.skip("this environment sets OpenMP's wait policy itself (it wins over edgeify's)")
+    model = electra_starter
+    vocab = load_local(model).model.config.vocab_size
+    ids = (np.arange(128, dtype=np.int64).reshape(1, 128) % (vocab - 5)) + 5
+    feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
+    hog = _hog(40, two_cpus[1])
+    try:
+        one = local.measure(model, feeds, 1, warmup=3, min_runs=10, max_seconds=0.5)
+        two = local.measure(model, feeds, 2, warmup=3, min_runs=10, max_seconds=0.5)
+    finally:
+        hog.kill()
+        hog.wait()
+    assert two["thread_settings"]["GOMP_SPINCOUNT"] == dict(local.SPIN_ENV)["GOMP_SPINCOUNT"]
+    assert two["p50"] < 4 * one["p50"], (one["p50"], two["p50"])

@@ -72,3 +72,52 @@ def test_plan_flag_prints_without_building(tmp_path, capsys, monkeypatch):
     assert list(tmp_path.iterdir()) == []  # nothing written
     assert main(["albert", "--target", "rpi", "--plan", "--formats", "openvino"]) == 2
     assert "edgeify does not build OpenVINO for ARM boards" in capsys.readouterr().err
+
+
+def test_as_run_rows_in_the_plan_by_cpu(tmp_path, capsys, monkeypatch):
+    """The int8-as-run row (OpenVINO's default: int8 matmuls, bf16 for the rest) is planned
+    where a plain load runs bf16, and absent with the reason where it does not: a CPU without
+    bf16 (imitated by the oneDNN cap), or a target whose env caps it (x86-avx2). Real
+    OpenVINO answers; nothing is mocked."""
+    pytest.importorskip("openvino")
+    from edgeify.runtimes.openvino_runner import default_precision
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    native, why = default_precision()
+    assert main(["albert", "--int8", "--formats", "openvino", "--plan"]) == 0
+    out = capsys.readouterr().out
+    if native == "f32":
+        assert "openvino:   fp32, fp16, int8\n" in out and "no int8 row as run by default" in out
+    else:
+        assert f"openvino:   fp32, fp16, int8, int8-{native}\n" in out
+        assert f"a plain load runs {native} here" in out and why in out
+        # the target caps oneDNN at AVX2: not built for it, and refused if this host builds it
+        assert main(["albert", "--int8", "--target", "x86-avx2", "--plan"]) == 0
+        capped = capsys.readouterr().out
+        assert "openvino:   fp32, fp16, int8\n" in capped
+        assert "no int8 row as run by default (int8 matmuls, bf16/fp16 for the rest): ONEDNN_MAX_CPU_ISA=AVX2" in capped
+        assert f"refused:    openvino int8-{native}: this host runs {native} by default, x86-avx2 does not" in capped
+    monkeypatch.setenv("ONEDNN_MAX_CPU_ISA", "AVX512_CORE_VNNI")  # this process: no bf16
+    assert main(["albert", "--int8", "--formats", "openvino", "--plan"]) == 0
+    out = capsys.readouterr().out
+    assert "openvino:   fp32, fp16, int8\n" in out and "refused:" not in out
+    # the reason: the cap where the CPU has bf16, else the CPU itself
+    assert "no int8 row as run by default" in out
+    assert ("ONEDNN_MAX_CPU_ISA=AVX512_CORE_VNNI" if native != "f32" else "this CPU has no bf16") in out
+    # without --int8 there is no int8 row to speak of
+    assert main(["albert", "--formats", "openvino", "--plan"]) == 0
+    assert "as run by default" not in capsys.readouterr().out
+
+
+def test_as_run_rows_from_given_defaults():
+    """make_plan itself, on a (type, why, this host's type) triple per format."""
+    plan = _plan("host", asked_formats=("openvino",), runtime_defaults={"openvino": ("bf16", "BF16 here", "bf16")})
+    assert plan.precisions["openvino"] == ("fp32", "fp16", "int8", "int8-bf16") and not plan.refused
+    none = _plan("host", asked_formats=("openvino",), runtime_defaults={"openvino": ("f32", "no BF16", "f32")})
+    assert none.precisions["openvino"] == ("fp32", "fp16", "int8") and not none.refused
+    assert any("no int8 row as run by default" in n and "no BF16" in n for n in none.notes)
+    # over the memory budget, int8 (and so its as-run row) is refused as before
+    tight = _plan("host", asked_formats=("openvino",), max_memory_mb=100,
+                  runtime_defaults={"openvino": ("bf16", "BF16 here", "bf16")})
+    assert "int8-bf16" not in tight.precisions["openvino"]
