@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import os
 import platform
 
@@ -233,14 +235,21 @@ def test_retime_replaces_disturbed_rounds_and_is_bounded():
     assert summary["spread"] == pytest.approx(1.0)
 
 
+@contextlib.contextmanager
 def _hog(seconds: float, cpu: int):
-    """A busy loop on one CPU for a bounded time: another process on one of the cores."""
+    """A busy loop on one CPU for a bounded time: another process on one of the cores;
+    stopped when the block ends."""
     import subprocess
     import sys
 
     code = (f"import os, time\nos.sched_setaffinity(0, {{{cpu}}})\nend = time.time() + {seconds}\n"
             "while time.time() < end: pass\n")
-    return subprocess.Popen([sys.executable, "-c", code])
+    proc = subprocess.Popen([sys.executable, "-c", code])
+    try:
+        yield proc
+    finally:
+        proc.kill()
+        proc.wait()
 
 
 @pytest.fixture
@@ -261,12 +270,8 @@ def test_a_hog_on_one_core_throughout_is_flagged(tmp_path, feeds, two_cpus):
     from edgeify.targets import local
 
     paths = [_small_onnx(tmp_path / "a.onnx"), _small_onnx(tmp_path / "b.onnx")]
-    hog = _hog(25, two_cpus[1])
-    try:
+    with _hog(25, two_cpus[1]):
         res = local.measure_interleaved(paths, feeds, 2, rounds=1, seconds_per_round=0.1)
-    finally:
-        hog.kill()
-        hog.wait()
     summary = res.summary
     assert summary["noisy"] is True, summary
     assert summary["spread"] > local.THRESHOLD and summary["retimed"] >= 1
@@ -282,13 +287,9 @@ def test_rounds_hit_by_a_passing_hog_are_retimed(tmp_path, feeds, two_cpus):
     from edgeify.targets import local
 
     paths = [_small_onnx(tmp_path / "a.onnx"), _small_onnx(tmp_path / "b.onnx")]
-    hog = _hog(4, two_cpus[1])
-    time.sleep(0.3)
-    try:
+    with _hog(4, two_cpus[1]):
+        time.sleep(0.3)
         res = local.measure_interleaved(paths, feeds, 2, rounds=2, seconds_per_round=0.1)
-    finally:
-        hog.kill()
-        hog.wait()
     summary = res.summary
     assert summary["retimed"] >= 1, summary
     assert summary["rounds"] == 4 and len(summary["reference_ms"]) == 8
@@ -328,12 +329,8 @@ def test_pytorch_at_two_threads_does_not_collapse_under_a_hog(electra_starter, t
     vocab = load_local(model).model.config.vocab_size
     ids = (np.arange(128, dtype=np.int64).reshape(1, 128) % (vocab - 5)) + 5
     feeds = {"input_ids": ids, "attention_mask": np.ones_like(ids), "token_type_ids": np.zeros_like(ids)}
-    hog = _hog(40, two_cpus[1])
-    try:
+    with _hog(40, two_cpus[1]):
         one = local.measure(model, feeds, 1, warmup=3, min_runs=10, max_seconds=0.5)
         two = local.measure(model, feeds, 2, warmup=3, min_runs=10, max_seconds=0.5)
-    finally:
-        hog.kill()
-        hog.wait()
     assert two["thread_settings"]["GOMP_SPINCOUNT"] == dict(local.SPIN_ENV)["GOMP_SPINCOUNT"]
     assert two["p50"] < 4 * one["p50"], (one["p50"], two["p50"])
