@@ -107,7 +107,7 @@ def bench_artifact(artifact: str | Path, *, seq_len: int = 128, batch: int = 1, 
     if fmt is not None:
         tgt.check_format(fmt)
     if fmt == "tflite" and tgt.tflite_runtime and Path(artifact).is_file():
-        from edgeify.export.tflite import op_notes
+        from edgeify.export.tflite_common import op_notes
 
         reason = tgt.refusal(fmt, op_notes(Path(artifact)))
         if reason:

@@ -185,7 +185,7 @@ def snippet(report: dict, entry: dict, out_dir: Path | None = None) -> str:
     lines = ["import numpy as np", "from tokenizers import Tokenizer", *_IMPORTS[fmt], "",
              *_tokenize_lines(report, entry, spec, out_dir), *_as_run_comment(entry)]
     if fmt == "onnx":
-        from edgeify.targets.device_runner import ORT_SPIN_KEY as SPIN_KEY, ORT_SPIN_US as SPIN_US
+        from edgeify.contract import ORT_SPIN_KEY as SPIN_KEY, ORT_SPIN_US as SPIN_US
 
         lines += [f"opts = ort.SessionOptions(); opts.intra_op_num_threads = {threads}",
                   f"opts.add_session_config_entry({SPIN_KEY!r}, {SPIN_US!r})  # as timed: spin-wait at most {SPIN_US} us",

@@ -123,13 +123,13 @@ def test_converter_progress_switch_leaves_the_environment_as_it_was(monkeypatch)
     --formats all run, which converts to TFLite)."""
     import os
 
-    from edgeify.export.tflite import _converter_progress
+    from edgeify.export.tflite_common import converter_progress
 
     monkeypatch.delenv("LITERT_TORCH_SHOW_PROGRESS", raising=False)
-    with _converter_progress(False):
+    with converter_progress(False):
         assert os.environ["LITERT_TORCH_SHOW_PROGRESS"] == "n"
     assert "LITERT_TORCH_SHOW_PROGRESS" not in os.environ
     monkeypatch.setenv("LITERT_TORCH_SHOW_PROGRESS", "y")
-    with _converter_progress(False):
+    with converter_progress(False):
         pass
     assert os.environ["LITERT_TORCH_SHOW_PROGRESS"] == "y"

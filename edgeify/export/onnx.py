@@ -19,8 +19,7 @@ import numpy as np
 
 from edgeify.export import (
     Artifact, config_record, handler_for, logits_module, register_backend, written_atomically)
-from edgeify.errors import EdgeifyError
-from edgeify.export.onnx_graph import (
+from edgeify.export.onnx_graph import (check, 
     bypass_weight_identities, dedupe_initializers, gather_rows_early, pin_head_counts)
 from edgeify.export.onnx_norms import fold_norm_shifts, lower_norms
 
@@ -234,16 +233,6 @@ def quantize_static_int8(fp32: Artifact, family, calibration, config: StaticInt8
 STATIC_OPS = ("MatMul", "Gather")
 
 QUANTIZERS = {DynamicInt8: quantize_dynamic_int8, StaticInt8: quantize_static_int8}
-
-
-def check(path: Path) -> None:
-    """Structural check of a file we are about to trust, with a readable error."""
-    import onnx
-
-    try:
-        onnx.checker.check_model(str(path))
-    except Exception as e:  # noqa: BLE001
-        raise EdgeifyError(f"{path}: not a valid ONNX model ({str(e).splitlines()[0][:200]})") from None
 
 
 @register_backend("onnx")

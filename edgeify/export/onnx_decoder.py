@@ -15,13 +15,10 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
+from edgeify.contract import ONNX_DECODER_LAYOUT as META_LAYOUT, ONNX_LOCAL_WINDOW as META_WINDOW, ONNX_MAX_LENGTH as META_MAX_LENGTH
 from edgeify.export import Artifact, config_record, written_atomically
 
 log = logging.getLogger(__name__)
-
-META_LAYOUT = "edgeify.decoder"      # "grow": the cache grows by concatenation
-META_MAX_LENGTH = "edgeify.max_length"
-META_WINDOW = "edgeify.local_window"
 
 
 def _export_raw(module, path: Path, opset: int) -> None:
@@ -44,7 +41,7 @@ def _export_raw(module, path: Path, opset: int) -> None:
 
 def export_decoder(model, family, out_dir: Path, opset: int, fuse, max_length: int | None = None) -> Artifact:
     """Export, fuse what onnxruntime's optimizer fuses for the family, stamp the metadata."""
-    from edgeify.export.onnx import check
+    from edgeify.export.onnx_graph import check
 
     module = family.decoder_module(model, "grow", max_length)
     raw = out_dir / ".decoder.raw.onnx"

@@ -2,15 +2,19 @@
 
 Each pass edits a loaded `onnx.ModelProto` in place and returns how much it changed, for the
 artifact's notes. None changes what the model computes beyond float rounding. The layer-norm
-passes are in onnx_norms.py.
+passes are in onnx_norms.py. `check` is shared with the cached decoder (onnx_decoder.py),
+which imports it from here, not from onnx.py, so the backend and its decoder form no circle.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import defaultdict
+from pathlib import Path
 
 import numpy as np
+
+from edgeify.errors import EdgeifyError
 
 MS = "com.microsoft"
 
@@ -351,3 +355,13 @@ def gather_rows_early(model) -> int:
         narrowed += len(members)
         break  # one classifier per graph; consumers/producers are stale now
     return narrowed
+
+
+def check(path: Path) -> None:
+    """Structural check of a file we are about to trust, with a readable error."""
+    import onnx
+
+    try:
+        onnx.checker.check_model(str(path))
+    except Exception as e:  # noqa: BLE001
+        raise EdgeifyError(f"{path}: not a valid ONNX model ({str(e).splitlines()[0][:200]})") from None

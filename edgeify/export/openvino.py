@@ -12,9 +12,7 @@ openvino and nncf are imported inside the functions: they are an optional extra.
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,17 +21,10 @@ import numpy as np
 
 from edgeify.errors import EdgeifyError
 from edgeify.export import Artifact, Validation, config_record, handler_for, logits_module, register_backend
+from edgeify.export.openvino_ir import RT_BIN_SHA256, RT_PRECISION, RT_SHAPES, save_ir  # noqa: F401
 from edgeify.families import CAUSAL_LM
 
 log = logging.getLogger(__name__)
-
-# Keys edgeify writes into the IR's rt_info (kept in the .xml).
-RT_PRECISION = ["edgeify", "inference_precision"]
-RT_BIN_SHA256 = ["edgeify", "bin_sha256"]
-# "static" or "dynamic": how the runner should compile it at batch 1. Measured
-# (benchmarks/RESULTS.md): static shapes made NNCF int8 about 11% faster on both ELECTRA
-# runs; for fp32 they were 0.93x on one and 1.12x on the other, so float IRs stay dynamic.
-RT_SHAPES = ["edgeify", "shapes"]
 
 
 @dataclass(frozen=True)
@@ -95,35 +86,6 @@ def _precision_name(config) -> str:
     if isinstance(config, AsRunByDefault):
         return f"{config.source}-{config.runs_as}"
     return {Fp16Weights: "fp16", Int8: "int8", AccuracyControlledInt8: "int8-accuracy-controlled"}[type(config)]
-
-
-def save_ir(model, xml: Path, compress_to_fp16: bool = False) -> None:
-    """Save an .xml/.bin pair atomically, with the .bin's SHA-256 recorded in the .xml.
-
-    OpenVINO itself only notices a .bin that is too small for its .xml; the checksum
-    lets the runner refuse any .bin that is not the one written with this .xml.
-    """
-    import openvino as ov
-
-    xml.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{xml.stem}.", dir=xml.parent) as tmp:
-        tmp_xml = Path(tmp) / xml.name
-        ov.save_model(model, str(tmp_xml), compress_to_fp16=compress_to_fp16)
-        digest = sha256_of(tmp_xml.with_suffix(".bin"))
-        model.set_rt_info(digest, RT_BIN_SHA256)
-        ov.save_model(model, str(tmp_xml), compress_to_fp16=compress_to_fp16)
-        if sha256_of(tmp_xml.with_suffix(".bin")) != digest:  # saving must be deterministic
-            raise EdgeifyError(f"{xml}: OpenVINO wrote different weights on a second save")
-        os.replace(tmp_xml.with_suffix(".bin"), xml.with_suffix(".bin"))
-        os.replace(tmp_xml, xml)
-
-
-def sha256_of(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _samples(batch, names) -> list[dict[str, np.ndarray]]:

@@ -18,13 +18,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgeify import contract
 from edgeify.export import Artifact
 
 # Keys written into the IR's rt_info (kept in the .xml), next to export/openvino.py's.
-RT_DECODER = ["edgeify", "decoder"]          # "stateful"
-RT_MAX_LENGTH = ["edgeify", "max_length"]    # tokens the cache may hold
-RT_WINDOW = ["edgeify", "local_window"]      # attention window of the local layers
-STATEFUL = "stateful"
+RT_DECODER, RT_MAX_LENGTH, RT_WINDOW = (list(k) for k in (contract.OV_DECODER, contract.OV_MAX_LENGTH,
+                                                         contract.OV_LOCAL_WINDOW))
+STATEFUL = contract.OV_STATEFUL
 
 
 def _convert(module):
@@ -77,7 +77,7 @@ def export_decoder(model, family, out_dir: Path, max_length: int | None = None) 
     """Convert the family's grow decoder module, make it stateful, stamp rt_info, save fp32."""
     import openvino as ov
 
-    from edgeify.export.openvino import RT_PRECISION, save_ir
+    from edgeify.export.openvino_ir import RT_PRECISION, save_ir
 
     module = family.decoder_module(model, "grow", max_length)
     ov_model, pasts, presents = _convert(module)

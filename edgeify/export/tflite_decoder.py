@@ -26,8 +26,8 @@ import numpy as np
 
 from edgeify.errors import UsageError
 from edgeify.export import Artifact, config_record, handler_for, written_atomically
-from edgeify.export.tflite import (
-    DynamicInt8, _converter_progress, _family_ops, _quantize, _recipe, op_notes, with_runtime_checks)
+from edgeify.export.tflite_common import (
+    DynamicInt8, converter_progress, family_ops, op_notes, quantize_file, recipe, with_runtime_checks)
 from edgeify.runtimes.tflite_runner import DECODE, IDS, LOGITS, POS, PREFILL, PROBE_STEPS
 
 log = logging.getLogger(__name__)
@@ -111,7 +111,7 @@ def export_decoder(model, family, out_dir: Path, prefill_len: int = 128, max_len
     # one file per prefill length (a --seq-len each), like the logits-only files
     out = Path(out_dir) / f"decoder.fp32.seq{prefill_len}.max{max_length}.tflite"
     named = _named(module)
-    with torch.no_grad(), _converter_progress(log.isEnabledFor(logging.DEBUG)):
+    with torch.no_grad(), converter_progress(log.isEnabledFor(logging.DEBUG)):
         edge = (litert_torch.signature(PREFILL, named, sample_kwargs=_sample(module, prefill_len))
                 .signature(DECODE, named, sample_kwargs=_sample(module, 1)).convert())
         with written_atomically(out) as tmp:
@@ -142,9 +142,9 @@ def _tied_scopes(path: Path) -> tuple[list[str], list[str]]:
     501 MB). Quantized alike, the readers share one int8 copy: 130 MB."""
     import re
 
-    from edgeify.export.tflite import _flatbuffer
+    from edgeify.runtimes.tflite_file import flatbuffer
 
-    schema, model = _flatbuffer(path)
+    schema, model = flatbuffer(path)
     names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
     readers: dict[str, dict[int, list[str]]] = {"EMBEDDING_LOOKUP": {}, "FULLY_CONNECTED": {}}
     for g in range(model.SubgraphsLength()):
@@ -165,7 +165,7 @@ def _tied_scopes(path: Path) -> tuple[list[str], list[str]]:
 def _dynamic_int8(src: Path, family, config: DynamicInt8, out: Path) -> dict:
     from ai_edge_quantizer import qtyping
 
-    ops = _family_ops(family, config.ops)
+    ops = family_ops(family, config.ops)
     lookups, _ = _tied_scopes(src) if "FULLY_CONNECTED" in ops else ([], [])
     granularity = qtyping.QuantGranularity[config.granularity]
 
@@ -176,7 +176,7 @@ def _dynamic_int8(src: Path, family, config: DynamicInt8, out: Path) -> dict:
         for scope in lookups:  # the lm_head's int8 weights are the table: one copy
             m.add_dynamic_config(regex=scope, operation_name=qtyping.TFLOperationName.EMBEDDING_LOOKUP,
                                  num_bits=8, granularity=granularity)
-    _quantize(src, out, _recipe(add))
+    quantize_file(src, out, recipe(add))
     return {"int8_ops": ops, "tied_table_int8": bool(lookups)}
 
 
@@ -199,7 +199,7 @@ def _dynamic_int4(src: Path, family, config: DynamicInt4, out: Path) -> dict:
         for scope in lookups:
             m.add_dynamic_config(regex=scope, operation_name=qtyping.TFLOperationName.EMBEDDING_LOOKUP,
                                  num_bits=8, granularity=per_tensor)
-    _quantize(src, out, _recipe(add))
+    quantize_file(src, out, recipe(add))
     return {"int4_ops": ["FULLY_CONNECTED"], "int4_granularity": granularity.lower(),
             "tied_table_int8": bool(lookups)}
 

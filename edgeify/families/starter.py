@@ -179,6 +179,48 @@ def cache_problem(family: Family, path: Path, planned: int) -> str | None:
     return _below_floor(family, metric, value, vocab) if floor_enforced(planned) else None
 
 
+def _starter_data(family: Family, tokenizer, seq_len: int):
+    """The starter's config extras and its train / held-out feeds: language-model windows
+    of the synthetic paragraphs, or labelled synthetic reviews (labels None for a LM)."""
+    cfg_kwargs = dict(family.starter_config, vocab_size=len(tokenizer))
+    if family.task == CAUSAL_LM:
+        cfg_kwargs.update(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
+        text = synthetic.paragraphs(4000, seed=SEED + 2)
+        ids = np.asarray(tokenizer("\n".join(text))["input_ids"], dtype=np.int64)
+        n = len(ids) // seq_len
+        windows = torch.from_numpy(ids[: n * seq_len].reshape(n, seq_len))
+        held = max(64, n // 10)
+        return cfg_kwargs, {"input_ids": windows[held:]}, None, {"input_ids": windows[:held]}, None
+    cfg_kwargs.update(num_labels=len(synthetic.LABELS), pad_token_id=tokenizer.pad_token_id,
+                      id2label=dict(enumerate(synthetic.LABELS)),
+                      label2id={n: i for i, n in enumerate(synthetic.LABELS)})
+    data = synthetic.labelled_reviews(20000, seed=SEED + 3)
+    enc = tokenizer([t for t, _ in data], padding="max_length", truncation=True,
+                    max_length=seq_len, return_tensors="pt")
+    labels = torch.tensor([synthetic.LABELS.index(lab) for _, lab in data])
+    held = 2000
+    feeds = {k: enc[k] for k in ("input_ids", "attention_mask")}
+    return (cfg_kwargs, {k: v[held:] for k, v in feeds.items()}, labels[held:],
+            {k: v[:held] for k, v in feeds.items()}, labels[:held])
+
+
+def _cache(final: Path, model, tokenizer, info: dict) -> None:
+    """Save the starter beside `final` and rename it into place, so a cache is whole or absent."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
+    try:
+        model.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        (tmp / "starter.json").write_text(json.dumps(info, indent=2))
+        staging.apply_umask(tmp)  # mkdtemp made it 0700; the cache gets the user's modes
+        if final.exists():  # a half-built leftover without starter.json
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
 def build_starter(family: Family, log=print, seconds: float | None = None) -> Path:
     """Build (or reuse) the family's starter model under the user cache dir.
 
@@ -209,29 +251,7 @@ def build_starter(family: Family, log=print, seconds: float | None = None) -> Pa
     seq_len = 48 if family.task != CAUSAL_LM else 64
     corpus = synthetic.paragraphs(3000, seed=SEED + 1)
     tokenizer = _train_tokenizer(family.tokenizer_kind, corpus, family.starter_config["vocab_size"])
-    cfg_kwargs = dict(family.starter_config, vocab_size=len(tokenizer))
-    if family.task == CAUSAL_LM:
-        cfg_kwargs.update(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
-        text = synthetic.paragraphs(4000, seed=SEED + 2)
-        ids = np.asarray(tokenizer("\n".join(text))["input_ids"], dtype=np.int64)
-        n = len(ids) // seq_len
-        windows = torch.from_numpy(ids[: n * seq_len].reshape(n, seq_len))
-        held = max(64, n // 10)
-        train_feeds = {"input_ids": windows[held:]}
-        test_feeds, train_labels, test_labels = {"input_ids": windows[:held]}, None, None
-    else:
-        cfg_kwargs.update(num_labels=len(synthetic.LABELS), pad_token_id=tokenizer.pad_token_id,
-                          id2label=dict(enumerate(synthetic.LABELS)),
-                          label2id={n: i for i, n in enumerate(synthetic.LABELS)})
-        data = synthetic.labelled_reviews(20000, seed=SEED + 3)
-        enc = tokenizer([t for t, _ in data], padding="max_length", truncation=True,
-                        max_length=seq_len, return_tensors="pt")
-        labels = torch.tensor([synthetic.LABELS.index(lab) for _, lab in data])
-        held = 2000
-        feeds = {k: enc[k] for k in ("input_ids", "attention_mask")}
-        train_feeds = {k: v[held:] for k, v in feeds.items()}
-        test_feeds = {k: v[:held] for k, v in feeds.items()}
-        train_labels, test_labels = labels[held:], labels[:held]
+    cfg_kwargs, train_feeds, train_labels, test_feeds, test_labels = _starter_data(family, tokenizer, seq_len)
     config = config_cls(**cfg_kwargs, attn_implementation="eager")
     model = model_cls(config)
     with tqdm(total=planned, desc=f"training starter {family.name}", unit="step",
@@ -258,19 +278,7 @@ def build_starter(family: Family, log=print, seconds: float | None = None) -> Pa
         "floor": {"name": floor_metric, "value": round(floor, 3), "rule": rule, "met": not problem},
         "planned_steps": planned,
     }
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", dir=final.parent))
-    try:
-        model.save_pretrained(tmp)
-        tokenizer.save_pretrained(tmp)
-        (tmp / "starter.json").write_text(json.dumps(info, indent=2))
-        staging.apply_umask(tmp)  # mkdtemp made it 0700; the cache gets the user's modes
-        if final.exists():  # a half-built leftover without starter.json
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    _cache(final, model, tokenizer, info)
     log(f"starter {family.name}: held-out {metric} {value:.2f} (floor {floor:.2f}) after {steps} "
         f"steps ({info['train_seconds']}s); cached at {final}")
     return final

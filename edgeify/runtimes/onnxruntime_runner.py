@@ -6,6 +6,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeify.contract import ONNX_MAX_LENGTH, ort_session_options, ort_thread_settings
 from edgeify.errors import EdgeifyError
 from edgeify.runtimes import check_room, register_decoder, register_runner
 
@@ -15,9 +16,7 @@ class OnnxRuntimeRunner:
     def __init__(self, path: Path, threads: int):
         import onnxruntime as ort
 
-        from edgeify.targets.device_runner import ort_thread_settings, session_options
-
-        opts = session_options(ort, threads)  # with a bounded spin-wait (see there)
+        opts = ort_session_options(ort, threads)  # with a bounded spin-wait (see there)
         try:
             self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
         except Exception as e:  # noqa: BLE001 - onnxruntime raises several types
@@ -79,20 +78,18 @@ class OnnxDecoder:
     def __init__(self, path: Path, threads: int):
         import onnxruntime as ort
 
-        from edgeify.export.onnx_decoder import META_MAX_LENGTH
-
         self._runner = OnnxRuntimeRunner(path, threads)
         self.session = self._runner.session
         meta = self.session.get_modelmeta().custom_metadata_map
         inputs = self.session.get_inputs()
         self.past_names = [i.name for i in inputs if i.name.startswith("past_key_values.")]
         other = [i.name for i in inputs if i.name != "input_ids" and i.name not in self.past_names]
-        if other or META_MAX_LENGTH not in meta:
+        if other or ONNX_MAX_LENGTH not in meta:
             # e.g. optimum's decoders, which also take attention_mask / position_ids
             raise EdgeifyError(f"{path}: not an edgeify cached decoder (inputs besides input_ids and the "
                                f"cache: {other or 'none'}; max_length in metadata: "
-                               f"{META_MAX_LENGTH in meta}); export it with edgeify")
-        self.max_length = int(meta[META_MAX_LENGTH])
+                               f"{ONNX_MAX_LENGTH in meta}); export it with edgeify")
+        self.max_length = int(meta[ONNX_MAX_LENGTH])
         self.present_names = [n.replace("past_key_values.", "present.") for n in self.past_names]
         self._past_shapes = [(i.shape[1], i.shape[3]) for i in inputs if i.name in self.past_names]
         self._float = np.float32

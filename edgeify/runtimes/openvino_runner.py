@@ -3,7 +3,7 @@
 Shapes: the IR keeps dynamic batch and sequence axes. In static mode the runner reshapes
 to each input shape it meets and compiles once per shape, which lets the CPU plugin pick
 shape-specialised kernels. Which mode an IR runs in is written into it at export (see
-RT_SHAPES in export/openvino.py, chosen from benchmarks/bench_openvino.py); the
+contract.OV_SHAPES, chosen from benchmarks/bench_openvino.py); the
 EDGEIFY_OPENVINO_SHAPES environment variable or `static_shapes=` overrides it.
 """
 
@@ -18,6 +18,7 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeify.contract import CAPS_WITHOUT_BF16, OV_BIN_SHA256, OV_MAX_LENGTH, OV_PRECISION, OV_SHAPES, sha256_of
 from edgeify.errors import EdgeifyError, UsageError, first_line
 from edgeify.runtimes import check_room, register_decoder, register_runner
 
@@ -29,22 +30,16 @@ def _first_line(e: Exception) -> str:
     return first_line(e, skip=("Exception from",))  # OpenVINO's "Exception from src/..." context
 
 
-def _rt_value(model, key: list[str]) -> str | None:
+def _rt_value(model, key: tuple[str, ...]) -> str | None:
     try:
-        return model.get_rt_info(key).astype(str)
+        return model.get_rt_info(list(key)).astype(str)
     except Exception:  # noqa: BLE001 - missing key
         return None
 
 
-# oneDNN ISA caps under which bf16 cannot run. OpenVINO still picks bf16 by default from
-# the CPU's own flags and then fails to compile (seen with ONEDNN_MAX_CPU_ISA=AVX2), so a
-# "native" model runs in f32 there, as it would on a real CPU without bf16.
-_CAPS_WITHOUT_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX512_CORE", "AVX512_CORE_VNNI"}
-
-
 def _native_precision_hint(env: Mapping[str, str] | None = None) -> str | None:
     cap = _isa_cap(env)
-    return "f32" if cap in _CAPS_WITHOUT_BF16 else None
+    return "f32" if cap in CAPS_WITHOUT_BF16 else None
 
 
 def _isa_cap(env: Mapping[str, str] | None) -> str:
@@ -83,7 +78,7 @@ def default_precision(env: Mapping[str, str] | None = None) -> tuple[str, str]:
     except ImportError:
         return "f32", "openvino is not installed"
     cap = _isa_cap(env)
-    if native != "f32" and cap in _CAPS_WITHOUT_BF16:
+    if native != "f32" and cap in CAPS_WITHOUT_BF16:
         return "f32", (f"ONEDNN_MAX_CPU_ISA={cap} caps oneDNN below {native}, so float layers run f32 "
                        f"(the CPU itself would run {native})")
     if native == "f32":
@@ -131,8 +126,6 @@ class OpenVinoRunner:
         except ImportError:
             raise UsageError("openvino is not installed; install it with: "
                              "pip install 'edgeify[openvino]'") from None
-        from edgeify.export.openvino import RT_BIN_SHA256, RT_PRECISION, RT_SHAPES, sha256_of
-
         path = Path(path)
         weights = path.with_suffix(".bin")
         try:  # OpenVINO's own message for a broken .xml lists every frontend it tried
@@ -145,7 +138,7 @@ class OpenVinoRunner:
             raise EdgeifyError(f"{path}: its weights file {weights.name} is missing (an IR is an .xml + .bin pair)")
         # Before OpenVINO reads the pair: a wrong .bin fails there with C++ shape-check noise,
         # or (same size) loads silently wrong weights.
-        node = root.find("rt_info/" + "/".join(RT_BIN_SHA256))
+        node = root.find("rt_info/" + "/".join(OV_BIN_SHA256))
         expected = node.get("value") if node is not None else None
         if expected and sha256_of(weights) != expected:
             raise EdgeifyError(f"{path}: {weights.name} does not match this .xml (checksum differs); "
@@ -158,13 +151,13 @@ class OpenVinoRunner:
             self.model = self.core.read_model(str(path), str(weights))
         except Exception as e:  # noqa: BLE001 - openvino raises RuntimeError with C++ context
             raise EdgeifyError(f"{path}: cannot load OpenVINO IR ({_first_line(e)})") from None
-        hint = _rt_value(self.model, RT_PRECISION) or "f32"
+        hint = _rt_value(self.model, OV_PRECISION) or "f32"
         self.config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1}
         if hint == "native":
             hint = _native_precision_hint()
         if hint:
             self.config["INFERENCE_PRECISION_HINT"] = hint
-        declared = _rt_value(self.model, RT_SHAPES)
+        declared = _rt_value(self.model, OV_SHAPES)
         self.static = _static_default(declared) if static_shapes is None else static_shapes
         self.input_names = tuple(next(iter(p.get_names())) for p in self.model.inputs)
         self.runtime = f"openvino {ov.__version__}"
@@ -242,13 +235,11 @@ class OpenVinoDecoder:
     second model with its own, separate state."""
 
     def __init__(self, path: Path, threads: int):
-        from edgeify.export.openvino_decoder import RT_MAX_LENGTH
-
         self._runner = OpenVinoRunner(path, threads, static_shapes=False)
         if self._runner.input_names != ("input_ids",):
             raise EdgeifyError(f"{path}: a stateful IR with inputs {list(self._runner.input_names)}; edgeify's "
                                "decoder feeds input_ids only (export it with edgeify)")
-        max_length = _rt_value(self._runner.model, RT_MAX_LENGTH)
+        max_length = _rt_value(self._runner.model, OV_MAX_LENGTH)
         if not max_length:
             raise EdgeifyError(f"{path}: stateful IR without edgeify's max_length in its rt_info "
                                "(the cache size); export it with edgeify")

@@ -15,8 +15,10 @@ from pathlib import Path
 
 import numpy as np
 
+from edgeify.contract import TFLITE_DECODE, TFLITE_IDS, TFLITE_LOGITS, TFLITE_POS, TFLITE_PREFILL
 from edgeify.errors import EdgeifyError, UsageError, first_line as _first_line
 from edgeify.runtimes import check_room, register_decoder, register_runner
+from edgeify.runtimes.tflite_file import describe
 
 # Other Pythons to check a .tflite on (os.pathsep-separated), e.g. a venv with
 # tflite-runtime 2.14 as on Raspberry Pi OS. The in-process runtime is always checked.
@@ -113,8 +115,6 @@ class TfliteRunner:
 
 
 def _precision_of(path: Path) -> str:
-    from edgeify.export.tflite import describe
-
     ops, types = describe(path)
     if "QUANTIZE" in ops:
         return "int8 (static)"
@@ -194,8 +194,7 @@ def check_runtimes(path: Path, feeds: dict[str, np.ndarray], reference: np.ndarr
 
 # --- cached decoder: one file with `prefill` and `decode` signatures (export/tflite_decoder.py)
 
-PREFILL, DECODE = "prefill", "decode"
-IDS, POS, LOGITS = "input_ids", "input_pos", "logits"
+PREFILL, DECODE, IDS, POS, LOGITS = TFLITE_PREFILL, TFLITE_DECODE, TFLITE_IDS, TFLITE_POS, TFLITE_LOGITS
 PROBE_STEPS = 3  # decode steps after the prefill in a decoder's cross-runtime check
 
 
@@ -261,8 +260,6 @@ class _Signature:
 
 
 def _decoder_precision(path: Path) -> str:
-    from edgeify.export.tflite import describe
-
     return "int4 weights (dynamic range)" if "INT4" in describe(path)[1] else _precision_of(path)
 
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgeify.targets.cost import Cost, Tally, prod
+from edgeify.targets.cost_model import Cost, Tally, prod
 
 DENSE_INT8 = {"MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QLinearMatMul", "QGemm"}
 ATTENTION = {"Attention", "QAttention", "MultiHeadAttention", "GroupQueryAttention"}

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edgeify.targets.cost import Cost, Tally, prod
+from edgeify.targets.cost_model import Cost, Tally, prod
 
 SIMPLE = {"Add", "Subtract", "Multiply", "Divide", "Select", "Maximum", "Minimum", "Relu", "Negative",
           "Abs", "Equal", "Less", "LessEqual", "Greater", "GreaterEqual", "LogicalAnd", "BitwiseAnd",

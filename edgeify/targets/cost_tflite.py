@@ -13,7 +13,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from edgeify.targets.cost import Cost, Tally, prod
+from edgeify.targets.cost_model import Cost, Tally, prod
 
 ITEMSIZE = {"FLOAT32": 4, "FLOAT16": 2, "BFLOAT16": 2, "INT32": 4, "UINT8": 1, "INT64": 8, "BOOL": 1,
             "INT16": 2, "INT8": 1, "FLOAT64": 8, "UINT32": 4, "UINT16": 2, "INT4": 0.5, "UINT4": 0.5,
@@ -97,15 +97,34 @@ def _times(cost: Cost, n: int) -> Cost:
                 cost.matmul_params, cost.n_ops * n, cost.source, cost.notes, cost.weight_only_flops * n)
 
 
-def _walk(schema, model, index: int, source: str) -> Cost:
+def _op_codes(schema, model) -> list[str]:
+    """Each operator code's name (CUSTOM:name for a custom op), by opcode index."""
     op_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    type_names = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
     codes = []
     for i in range(model.OperatorCodesLength()):
         oc = model.OperatorCodes(i)
         custom = oc.CustomCode()
         codes.append(f"CUSTOM:{custom.decode()}" if custom else
                      op_names.get(max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode()), "?"))
+    return codes
+
+
+def _matmul_kn(schema, name: str, op, a_shape: tuple, w_shape: tuple) -> tuple[int, int]:
+    """(k, n) of a FULLY_CONNECTED (weights stored [n, k]) or a BATCH_MATMUL (adj_x/adj_y
+    transpose the operands)."""
+    if name == "FULLY_CONNECTED":
+        return w_shape[-1], w_shape[0]
+    opts, table = schema.BatchMatMulOptions(), op.BuiltinOptions()
+    adj_x = adj_y = False
+    if table is not None:
+        opts.Init(table.Bytes, table.Pos)
+        adj_x, adj_y = opts.AdjX(), opts.AdjY()
+    return (a_shape[-2] if adj_x else a_shape[-1]), (w_shape[-2] if adj_y else w_shape[-1])
+
+
+def _walk(schema, model, index: int, source: str) -> Cost:
+    type_names = {v: k for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
+    codes = _op_codes(schema, model)
     sg = model.Subgraphs(index)
     tally = Tally(source)
 
@@ -155,17 +174,7 @@ def _walk(schema, model, index: int, source: str) -> Cost:
             _, a_shape, a_type = tensor(ins[0])
             w = source_of(ins[1])
             _, w_shape, w_type = tensor(w)
-            if name == "FULLY_CONNECTED":
-                k, n = w_shape[-1], w_shape[0]
-            else:
-                opts = schema.BatchMatMulOptions()
-                table = op.BuiltinOptions()
-                adj_x = adj_y = False
-                if table is not None:
-                    opts.Init(table.Bytes, table.Pos)
-                    adj_x, adj_y = opts.AdjX(), opts.AdjY()
-                k = a_shape[-2] if adj_x else a_shape[-1]
-                n = w_shape[-2] if adj_y else w_shape[-1]
+            k, n = _matmul_kn(schema, name, op, a_shape, w_shape)
             # int8 input (full int8), or int8/int4 weights taken as such (dynamic range)
             precision = "int8" if a_type in LOW_BIT or tensor(ins[1])[2] in LOW_BIT else (
                 "fp16" if a_type in ("FLOAT16", "BFLOAT16") else "fp32")

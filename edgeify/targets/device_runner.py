@@ -25,12 +25,14 @@ import threading
 import time
 import xml.etree.ElementTree as ET
 
+if __package__:  # imported inside edgeify
+    from edgeify.contract import (CAPS_WITHOUT_BF16, OV_BIN_SHA256, OV_PRECISION, OV_SHAPES, ort_session_options,
+                                  ort_thread_settings, sha256_of)
+else:  # run as a script on a device: the copy targets/remote.py ships beside this file
+    from contract import (CAPS_WITHOUT_BF16, OV_BIN_SHA256, OV_PRECISION, OV_SHAPES, ort_session_options,
+                          ort_thread_settings, sha256_of)
+
 TFLITE_MODULES = ("ai_edge_litert", "tflite_runtime", "tensorflow.lite")  # tried in this order
-OV_PRECISION = ("edgeify", "inference_precision")  # export/openvino.py RT_PRECISION
-OV_SHAPES = ("edgeify", "shapes")                   # export/openvino.py RT_SHAPES
-OV_BIN_SHA256 = ("edgeify", "bin_sha256")           # export/openvino.py RT_BIN_SHA256
-# openvino_runner.py: oneDNN ISA caps under which bf16 cannot run
-CAPS_WITHOUT_BF16 = {"SSE41", "AVX", "AVX2", "AVX2_VNNI", "AVX512_CORE", "AVX512_CORE_VNNI"}
 
 
 class Failure(Exception):
@@ -76,40 +78,13 @@ def _import_numpy():
 
 # --- one opener per format: (input names, run(feeds) -> logits, runtime, precision or None)
 
-# onnxruntime's intra-op pool spins between ops, by default for longer than an op takes.
-# With another process on one of two cores, a spinning worker holds the core its partner
-# needs: 2 threads ran slower than 1. Not spinning at all costs up to ~2x on a quiet
-# machine; a 50 us spin costs nothing quiet and bounds the loss under load
-# (benchmarks/RESULTS.md, issue 20, bench_spin.py).
-ORT_SPIN_KEY = "session.intra_op.spin_duration_us"
-ORT_SPIN_US = "50"
-
-
-def session_options(ort, threads: int):
-    """onnxruntime settings for timing: edgeify's local runner uses these too (it imports
-    them from here), so a device and this host run a file alike."""
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.log_severity_level = 3
-    opts.add_session_config_entry(ORT_SPIN_KEY, ORT_SPIN_US)
-    return opts
-
-
-def ort_thread_settings(threads: int) -> dict:
-    """session_options' threading, as the report records it."""
-    return {"threads": threads, "inter_op_threads": 1, ORT_SPIN_KEY: ORT_SPIN_US}
-
-
 def _open_onnx(path: str, threads: int, spec: dict):
     try:
         import onnxruntime as ort
     except ImportError as e:
         raise Failure("no_runtime", f"onnxruntime cannot be imported ({_first_line(e)})",
                       format="onnx", tried=["onnxruntime"]) from None
-    opts = session_options(ort, threads)
+    opts = ort_session_options(ort, threads)  # as this host's runner
     try:
         session = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
     except Exception as e:  # noqa: BLE001 - onnxruntime raises several types
@@ -177,16 +152,6 @@ def _rt_value(model, key) -> str | None:
         return None
 
 
-def _sha256(path: str) -> str:
-    import hashlib
-
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _open_openvino(path: str, threads: int, spec: dict):
     np = _import_numpy()
     try:
@@ -197,7 +162,7 @@ def _open_openvino(path: str, threads: int, spec: dict):
     weights = os.path.splitext(path)[0] + ".bin"
     node = ET.parse(path).getroot().find("rt_info/" + "/".join(OV_BIN_SHA256))
     expected = node.get("value") if node is not None else None
-    if expected and _sha256(weights) != expected:  # as OpenVinoRunner (and: the copy is whole)
+    if expected and sha256_of(weights) != expected:  # as OpenVinoRunner (and: the copy is whole)
         raise Failure("load_failed", f"{os.path.basename(weights)} does not match the .xml (checksum differs)")
     core = ov.Core()
     try:

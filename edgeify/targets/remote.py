@@ -1,7 +1,7 @@
 """On-device benchmarking over SSH: time an artifact on a board reached as user@host[:port].
 
 A Raspberry Pi target cannot be timed from this host (targets/__init__.py). With the board
-at hand it can: the artifact, its weight files, the inputs and device_runner.py are copied
+at hand it can: the artifact, its weight files, the inputs, device_runner.py and contract.py are copied
 to a fresh temp dir on the device, run there with the device's own Python (which needs
 only numpy and the runtime, not edgeify), and the one JSON line it prints is the result.
 The temp dir is removed whatever happens, and a runner the host gave up on is stopped.
@@ -29,6 +29,7 @@ import numpy as np
 from edgeify.errors import EdgeifyError, UsageError
 
 RUNNER = Path(__file__).with_name("device_runner.py")
+CONTRACT = Path(__file__).parents[1] / "contract.py"  # device_runner.py imports it from its own dir
 FORMATS = {".onnx": "onnx", ".xml": "openvino", ".tflite": "tflite"}
 INSTALL = {"onnx": "pip install onnxruntime", "openvino": "pip install openvino",
            "tflite": "pip install tflite-runtime (or ai-edge-litert)"}
@@ -193,7 +194,7 @@ def measure_remote(device: Device, artifact: str | Path, feeds: dict[str, np.nda
         session = _Session(device)
         try:
             session.make_dir()
-            session.copy([*files, RUNNER, Path(tmp) / "inputs.npz", Path(tmp) / "spec.json"])
+            session.copy([*files, RUNNER, CONTRACT, Path(tmp) / "inputs.npz", Path(tmp) / "spec.json"])
             result = session.run(int(threads))
         except subprocess.TimeoutExpired:
             done = "the runner was stopped and its temp dir removed" if session.running else "its temp dir was removed"

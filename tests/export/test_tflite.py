@@ -21,8 +21,9 @@ from edgeify import families
 from edgeify.calibration.tokenize import Batch, encode_classification, encode_language_model
 from edgeify.errors import EdgeifyError
 from edgeify.export import config_record, get_backend
-from edgeify.export.tflite import (
-    DynamicInt8, Fp16Weights, StaticInt8, TfliteBackend, _family_ops, describe)
+from edgeify.export.tflite import TfliteBackend
+from edgeify.export.tflite_common import DynamicInt8, Fp16Weights, StaticInt8, family_ops
+from edgeify.runtimes.tflite_file import describe
 from edgeify.families import CAUSAL_LM
 from edgeify.runtimes import input_names, open_runner
 from edgeify.runtimes.tflite_runner import PYTHONS_ENV, TfliteRunner, check_runtimes
@@ -136,11 +137,11 @@ def test_family_int8_policy_in_tflite_ops(name):
     family = families.get(name)
     # encoders store their embedding tables int8; GPT-Neo's table is also its output head
     tables = [] if family.task == CAUSAL_LM else ["EMBEDDING_LOOKUP"]
-    assert _family_ops(family, DynamicInt8().ops) == ["FULLY_CONNECTED", *tables]
-    assert _family_ops(family, StaticInt8().ops) == ["FULLY_CONNECTED"]
-    assert _family_ops(family, StaticInt8(ops=("FULLY_CONNECTED", "BATCH_MATMUL")).ops) == [
+    assert family_ops(family, DynamicInt8().ops) == ["FULLY_CONNECTED", *tables]
+    assert family_ops(family, StaticInt8().ops) == ["FULLY_CONNECTED"]
+    assert family_ops(family, StaticInt8(ops=("FULLY_CONNECTED", "BATCH_MATMUL")).ops) == [
         "FULLY_CONNECTED", "BATCH_MATMUL"]
-    assert _family_ops(family, StaticInt8().table_ops) == tables
+    assert family_ops(family, StaticInt8().table_ops) == tables
 
 
 # --- fp32 export -----------------------------------------------------------------------

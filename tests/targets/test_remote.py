@@ -165,16 +165,30 @@ def test_tflite(sshd, classifier):
         assert pi["runtime"] == "tflite-runtime 2.14.0" and pi["p50"] > 0
 
 
-def test_runner_mirrors_edgeify_settings():
-    """device_runner.py cannot import edgeify: its copies of edgeify's constants must match."""
-    from edgeify.export import openvino as ov_export
-    from edgeify.runtimes import openvino_runner
-    from edgeify.targets import device_runner
+def test_runner_reads_the_shipped_contract_and_edgeify_settings(tmp_path):
+    """device_runner.py runs where edgeify is not installed: it reads edgeify's metadata keys
+    from the contract.py shipped beside it (the same file edgeify's own runners import),
+    and that file needs nothing beyond the standard library."""
+    import ast
+    import shutil
+    import subprocess
+    import sys
 
-    assert device_runner.OV_PRECISION == tuple(ov_export.RT_PRECISION)
-    assert device_runner.OV_SHAPES == tuple(ov_export.RT_SHAPES)
-    assert device_runner.OV_BIN_SHA256 == tuple(ov_export.RT_BIN_SHA256)
-    assert device_runner.CAPS_WITHOUT_BF16 == openvino_runner._CAPS_WITHOUT_BF16
+    from edgeify import contract
+    from edgeify.runtimes import openvino_runner
+    from edgeify.targets import device_runner, remote
+
+    imported = {n.names[0].name if isinstance(n, ast.Import) else n.module
+                for n in ast.walk(ast.parse(remote.CONTRACT.read_text())) if isinstance(n, (ast.Import, ast.ImportFrom))}
+    assert {m.split(".")[0] for m in imported} <= set(sys.stdlib_module_names), imported
+    for f in (remote.RUNNER, remote.CONTRACT):
+        shutil.copy(f, tmp_path)
+    probe = ("import device_runner, contract; assert device_runner.sha256_of is contract.sha256_of; "
+             "print(device_runner.OV_PRECISION)")
+    out = subprocess.run([sys.executable, "-c", probe], cwd=tmp_path, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == str(contract.OV_PRECISION)
+    assert device_runner.OV_PRECISION is contract.OV_PRECISION  # inside edgeify: the package's own
+    assert openvino_runner.CAPS_WITHOUT_BF16 is contract.CAPS_WITHOUT_BF16
     assert openvino_runner.STATIC_SHAPES_DEFAULT is False  # the runner's default too
     assert (CAUSAL_LM, SEQ_CLS) == ("causal-lm", "sequence-classification")
 

@@ -1,0 +1,144 @@
+"""What the TFLite backend (tflite.py) and its cached-decoder half (tflite_decoder.py)
+share: the int8 configs, the ai-edge-quantizer calls, the converter's progress switch and
+the checks every written file gets. A leaf: each of the two imports it, neither the other
+(tflite.py dispatches to tflite_decoder.py, one way).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from edgeify.export import written_atomically
+from edgeify.runtimes.tflite_file import describe
+
+log = logging.getLogger("edgeify.export.tflite")
+
+
+# The family's int8 policy is written in ONNX op names; these are the TFLite ops they become.
+TFLITE_OPS = {
+    "MatMul": ("FULLY_CONNECTED", "BATCH_MATMUL"),
+    "Gemm": ("FULLY_CONNECTED",),
+    "Attention": ("FULLY_CONNECTED", "BATCH_MATMUL"),
+    "Gather": ("EMBEDDING_LOOKUP",),
+}
+
+
+@dataclass(frozen=True)
+class Fp16Weights:
+    """Weights stored fp16 (ai-edge-quantizer float casting), computed in float."""
+
+
+@dataclass(frozen=True)
+class DynamicInt8:
+    """Dynamic-range int8: weights int8, activations quantized at run time inside the fully
+    connected layers; embedding tables stored int8 (rows scaled back to float at lookup);
+    everything else float. Only the ops the family's int8 policy allows are touched.
+
+    Per-tensor weight scales by default: tflite-runtime 2.14 (Raspberry Pi OS) loads a
+    per-channel dynamic-range file without complaint and computes wrong logits (max |diff|
+    1.06 on the ELECTRA starter, argmax flips; per-channel embedding tables: max |diff| 3.1
+    on the real ELECTRA model), while per-tensor matches ai-edge-litert. Every artifact is
+    checked on each runtime at hand anyway."""
+
+    ops: tuple[str, ...] = ("FULLY_CONNECTED", "EMBEDDING_LOOKUP")
+    granularity: str = "TENSORWISE"  # or "CHANNELWISE" (ai-edge-litert only, see above)
+
+
+@dataclass(frozen=True)
+class StaticInt8:
+    """Full int8 on the family's int8 ops: weights and activations int8, activation
+    ranges calibrated on the calibration set; the rest (LayerNorm, GELU, Softmax) float.
+    Embedding tables have no int8 arithmetic to do: they are stored int8 per tensor, as in
+    DynamicInt8 (per channel breaks tflite-runtime 2.14).
+
+    The attention's two activation x activation matmuls (BATCH_MATMUL) stay float by
+    default: int8 BATCH_MATMUL has no XNNPACK kernel and runs on TFLite's reference code.
+    Measured on the ELECTRA-small shape, seq 128, 2 threads: 19.2 ms with them int8 vs
+    5.8 ms without, fp32 14.9 ms (benchmarks/RESULTS.md, issue 5)."""
+
+    ops: tuple[str, ...] = ("FULLY_CONNECTED",)  # add "BATCH_MATMUL" for int8 attention matmuls
+    table_ops: tuple[str, ...] = ("EMBEDDING_LOOKUP",)
+
+
+@contextlib.contextmanager
+def converter_progress(show: bool):
+    """litert-torch prints a [START]/[DONE] line to stdout for each of its internal steps,
+    unless LITERT_TORCH_SHOW_PROGRESS says no (read at each step). edgeify's own log already
+    says what is running, so those lines are shown with --debug only."""
+    key = "LITERT_TORCH_SHOW_PROGRESS"
+    before = os.environ.get(key)
+    os.environ[key] = "y" if show else "n"
+    try:
+        yield
+    finally:
+        if before is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = before
+
+
+def quiet():
+    """The converter, the quantizer and our checks make interpreters: TFLite's INFO line
+    about XNNPACK is hidden as the runners hide it."""
+    from edgeify.runtimes.tflite_runner import hide_tflite_info
+
+    return hide_tflite_info()
+
+
+def family_ops(family, allowed: tuple[str, ...]) -> list[str]:
+    wanted = {t for op in family.int8_ops for t in TFLITE_OPS.get(op, ())}
+    return [op for op in allowed if op in wanted]
+
+
+def op_notes(path: Path) -> dict:
+    """The file's ops and versions, constants by type, and the ops each TFLite runtime we
+    have a measured op table for cannot load (runtimes/tflite_ops)."""
+    from edgeify.runtimes import tflite_ops
+
+    ops, constants = describe(path)
+    versions = {k: v["versions"] for k, v in ops.items()}
+    return {"ops": versions, "constant_elements_by_type": constants,
+            "ops_missing_in": {rt: tflite_ops.offending_ops(versions, rt) for rt in tflite_ops.TABLES}}
+
+
+def quantize_file(src: Path, out: Path, recipe, calibration_rows: list[dict] | None = None) -> None:
+    from ai_edge_quantizer import quantizer
+
+    qt = quantizer.Quantizer(str(src))
+    qt.load_quantization_recipe(recipe)
+    calibration = qt.calibrate({"serving_default": calibration_rows}) if calibration_rows is not None else None
+    # its own size report goes to stdout; edgeify's report has the sizes
+    result = qt.quantize(calibration, enable_progress_report=log.isEnabledFor(logging.DEBUG))
+    with written_atomically(out) as tmp:
+        result.export_model(tmp, overwrite=True)
+
+
+def recipe(add) -> list:
+    from ai_edge_quantizer.recipe_manager import RecipeManager
+
+    manager = RecipeManager()
+    add(manager)
+    return manager.get_quantization_recipe()
+
+
+def with_runtime_checks(notes: dict, checks: list[dict]) -> dict:
+    """Notes (holding op_notes) plus each runtime's check, and one warning naming every
+    runtime that lacks an op, fails to run the file, or computes something else."""
+    warnings = [f"needs ops {rt} lacks: {', '.join(bad)}" for rt, bad in notes["ops_missing_in"].items() if bad]
+    notes["runtimes"] = [{k: v for k, v in c.items() if k != "python"} for c in checks]
+    bad = [c for c in checks if not c.get("same_results")]
+    if bad:
+        warnings.append(f"does not run correctly on {', '.join(c['runtime'] for c in bad)}: " + "; ".join(
+            c.get("error") or f"results differ ({difference(c)})" for c in bad))
+    if warnings:
+        notes["warning"] = "; ".join(warnings)
+    return notes
+
+
+def difference(check: dict) -> str:
+    return (f"mean |diff| {check.get('mean_abs_diff_relative', 0):.0%} of the mean |logit|, "
+            f"argmax agreement {check.get('argmax_agreement_pct')}%")
