@@ -10,7 +10,8 @@ def run(model: str, **options) -> dict:
 
     Options are RunConfig's fields, e.g. `edgeify.run("electra", int8=True, data="x.csv")`.
     """
-    from edgeify.pipeline import RunConfig, run as _run
+    from edgeify.config import RunConfig
+    from edgeify.pipeline import run as _run
 
     log_fn = options.pop("log_fn", print)
     if isinstance(options.get("formats"), str):
@@ -20,7 +21,7 @@ def run(model: str, **options) -> dict:
 
 def __getattr__(name):
     if name == "RunConfig":
-        from edgeify.pipeline import RunConfig
+        from edgeify.config import RunConfig
 
         return RunConfig
     raise AttributeError(name)

@@ -9,16 +9,14 @@ perplexity and latency are measured as for any model, and it can also generate.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 from edgeify import export, targets
+from edgeify.config import RunConfig
 from edgeify.evaluate import evaluate
 from edgeify.families import CAUSAL_LM, loader
 from edgeify.runtimes import open_runner
 from edgeify.targets import planner
-
-if TYPE_CHECKING:
-    from edgeify.pipeline import RunConfig
 
 
 def formats_for(asked: tuple[str, ...], target) -> tuple[str, ...]:

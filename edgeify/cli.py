@@ -139,7 +139,8 @@ def run_cmd(model, int8, formats, target, data, eval_data, calibration_data, tra
             student_layers, student_hidden, epochs, prune, trim_vocab, train_samples, max_length, eval_context, resume, device, device_python,
             device_key, device_known_hosts, plan_only, max_memory_mb, max_latency_ms, max_size_mb, debug):
     from edgeify import compress
-    from edgeify.pipeline import RunConfig, run
+    from edgeify.config import RunConfig
+    from edgeify.pipeline import run
 
     if (student_layers or student_hidden) and not distill:
         raise click.UsageError("--student-layers and --student-hidden need --distill")

@@ -11,6 +11,7 @@ from importlib import metadata
 from pathlib import Path
 
 from edgeify import deploy_card, report_device, report_plots
+from edgeify.config import RunConfig
 from edgeify.report_plots import estimate_ms
 
 log = logging.getLogger(__name__)
@@ -324,8 +325,6 @@ _FLAGS = (("formats", "--formats"), ("target", "--target"), ("max_memory_mb", "-
 def reproduce_command(report: dict) -> str:
     """The edgeify command line that makes this run again, rebuilt from report["config"]
     (options left at their defaults are left out)."""
-    from edgeify.pipeline import RunConfig
-
     c = report["config"]
     defaults = {f.name: f.default for f in fields(RunConfig)}
     stages = {s["stage"]: s for s in c.get("compress") or []}

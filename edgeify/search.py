@@ -126,7 +126,7 @@ def search(config, budgets: Budgets, run: Callable[..., dict], log_fn: Callable[
            recipes: tuple[tuple[str, tuple], ...] | None = None) -> dict:
     """Run `recipes` in order until one gives an artifact within every budget.
 
-    `config` is the user's pipeline.RunConfig (its own --distill/--prune are not combined
+    `config` is the user's config.RunConfig (its own --distill/--prune are not combined
     with the recipes: give budgets or compression flags, not both); `run(config, log_fn)`
     is pipeline.run. Returns the search state (also in search.json)."""
     if config.compress:

@@ -15,8 +15,9 @@ were seen running 50% slow), so the fastest round is the truest comparison betwe
 
 from __future__ import annotations
 
+from edgeify.config import DEFAULT_BUDGET
 from edgeify.evaluate import metric_drop
-from edgeify.targets import planner
+from edgeify.targets import planner, projection
 
 
 def _unit(metric: str) -> str:
@@ -112,3 +113,27 @@ def plan_refusal(plan: planner.Plan, entry: dict) -> str | None:
     refused = dict(plan.refused)
     tagged = f"{kind}-{precision.rsplit('-', 1)[-1]}" if "-" in precision else None
     return (refused.get(f"{fmt} {tagged}") if tagged else None) or refused.get(f"{fmt} {kind}")
+
+
+def select(target, config, plan: planner.Plan, entries: list[dict], out, base_metric: str, threads: int,
+           log_fn) -> dict | None:
+    """The select stage: refuse what the target cannot take, then choose the fastest int8
+    file within the budget at the main length (a shorter file is always faster, not
+    better), and for a device not timed from here, its estimated latencies and its own
+    choice."""
+    for entry in entries:
+        reason = target.refusal(entry["format"], entry.get("notes", {})) or plan_refusal(plan, entry)
+        if reason:
+            entry["refused"] = reason
+            log_fn(f"      {target.name} refuses {entry['path']}: {reason}")
+    budget = DEFAULT_BUDGET if config.max_accuracy_drop is None else config.max_accuracy_drop
+    main = [e for e in entries if e["seq_len"] == config.seq_len]
+    selection = choose([e for e in main if "refused" not in e], budget, base_metric) if config.int8 else None
+    if not target.measured and target.peak_gops:
+        projection.estimate_entries(entries, out, target, threads, log_fn)
+        choice = projection.choose_for_target(main, budget, base_metric, metric_drop)
+        if choice is not None:
+            log_fn(f"      for {target.name}: {choice['chosen']} — {choice['reason']}")
+            selection = {**(selection or {"chosen": choice["chosen"], "reason": choice["reason"],
+                                          "budget": budget}), "target_choice": choice}
+    return selection

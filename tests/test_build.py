@@ -4,7 +4,7 @@ from types import SimpleNamespace
 
 from edgeify import export, families
 from edgeify.build import eval_context_for
-from edgeify.pipeline import RunConfig
+from edgeify.config import RunConfig
 
 
 def _context(backends=("onnx",), positions=2048, seq_len=128, family="gpt-neo", **config):

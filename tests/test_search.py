@@ -9,7 +9,7 @@ import json
 import pytest
 
 from edgeify.errors import UsageError
-from edgeify.pipeline import RunConfig
+from edgeify.config import RunConfig
 from edgeify.search import Budgets, best_fit, pareto, search
 
 

@@ -17,7 +17,7 @@ import pytest
 from edgeify import staging
 from edgeify.cli import main
 from edgeify.errors import UsageError
-from edgeify.pipeline import RunConfig
+from edgeify.config import RunConfig
 from tests.test_cli import FAST, _no_leftovers
 
 

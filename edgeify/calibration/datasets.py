@@ -103,7 +103,7 @@ def read_sources(family, specs: dict, *, n_wanted: int, text_column: str | None 
 
 
 def read_data(family, config, *, default: str | None, static_int8: bool) -> Sources | None:
-    """The run's sources (`config`: a pipeline.RunConfig), or None when a role falls back
+    """The run's sources (`config`: a config.RunConfig), or None when a role falls back
     to `default` and that is not known yet (before the model loads: starter or not)."""
     specs = role_specs(config.data, config.eval_data, config.calibration_data, config.train_data,
                        training=bool(config.compress), default=default)
@@ -214,7 +214,7 @@ def prepare(family, tokenizer, id2label: dict | None, examples: list[Example], d
 
 def prepare_for(family, tokenizer, id2label: dict | None, sources: Sources, config, seq_len: int,
                 context: int, train: bool = False) -> Prepared:
-    """prepare_sources with a run's sizes (`config`: a pipeline.RunConfig); `train`: also
+    """prepare_sources with a run's sizes (`config`: a config.RunConfig); `train`: also
     the training rows, when the run compresses."""
     return prepare_sources(family, tokenizer, id2label, sources, seq_len=seq_len, n_calibration=config.n_calibration,
                            n_eval=config.n_eval, seed=config.seed,
