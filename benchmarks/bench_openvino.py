@@ -36,7 +36,10 @@ def main() -> int:
     args = ap.parse_args()
 
     from edgeify.runtimes.openvino_runner import SHAPES_ENV
-    from edgeify.targets import AVX2_ENV, local
+    from edgeify import targets
+    from edgeify.targets import local
+
+    AVX2_ENV = targets.get("x86-avx2").env  # the profile's ONEDNN_MAX_CPU_ISA cap
 
     work = Path(args.work or tempfile.mkdtemp(prefix="edgeify-bench-ov-"))
     work.mkdir(parents=True, exist_ok=True)

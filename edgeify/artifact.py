@@ -9,7 +9,7 @@ from edgeify.calibration.datasets import ALL_ROWS, load_examples, prepare
 from edgeify.errors import EdgeifyError, UsageError
 from edgeify.evaluate import evaluate
 from edgeify.families import CAUSAL_LM
-from edgeify.runtimes import open_runner
+from edgeify.runtimes import formats, open_runner
 from edgeify.targets import local
 
 
@@ -103,7 +103,8 @@ def bench_artifact(artifact: str | Path, *, seq_len: int = 128, batch: int = 1, 
     import numpy as np
 
     tgt = targets.get(target)
-    fmt = {".onnx": "onnx", ".xml": "openvino", ".tflite": "tflite"}.get(Path(artifact).suffix)
+    fmt = formats.of(artifact)
+    fmt = fmt.name if fmt is not None else None
     if fmt is not None:
         tgt.check_format(fmt)
     if fmt == "tflite" and tgt.tflite_runtime and Path(artifact).is_file():

@@ -103,11 +103,12 @@ def build_format(backend, model, family, data, config: RunConfig, threads: int, 
 def _menu(backend, family, int8: bool) -> tuple[str, ...]:
     """The precision classes a format's backend builds for this family (planner.BYTES_PER_WEIGHT)."""
     if is_decoder_run(backend, family):
-        configs = [type(c).__name__ + repr(c) for c in backend.decoder_configs(family, int8)]
-        return ("fp32", *(["fp16"] if any("Fp16" in c for c in configs) else []),
-                *(["int8"] if int8 else []), *(["int4"] if any("bits=4" in c or "Int4" in c or "int4" in c
-                                                              for c in configs) else []))
-    return ("fp32", *(["fp16"] if backend.float_configs(family) else []), *(["int8"] if int8 else []))
+        classes = {c.precision_class for c in backend.decoder_configs(family, int8)}
+    else:
+        classes = {c.precision_class for c in backend.float_configs(family)}
+    # int8 is asked for by --int8 (a decoder's int8 files are int8 whatever their configs say)
+    return tuple(p for p in ("fp32", "fp16", "int8", "int4")
+                 if p == "fp32" or (p == "int8" and int8) or (p != "int8" and p in classes))
 
 
 def make_plan(config: RunConfig, family, params: int) -> planner.Plan:

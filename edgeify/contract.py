@@ -11,6 +11,15 @@ from __future__ import annotations
 
 import hashlib
 
+# --- a cached decoder's key/value cache inputs and outputs (optimum's convention) ---
+PAST, PRESENT = "past_key_values", "present"
+
+
+def cache_names(n_layers: int, prefix: str = PAST) -> list[str]:
+    """past_key_values.0.key, past_key_values.0.value, ... (present.0.key, ... out)."""
+    return [f"{prefix}.{i}.{kind}" for i in range(n_layers) for kind in ("key", "value")]
+
+
 # --- ONNX: custom metadata of a cached decoder (export/onnx_decoder.py) ---
 ONNX_DECODER_LAYOUT = "edgeify.decoder"      # "grow": the cache grows by concatenation
 ONNX_MAX_LENGTH = "edgeify.max_length"       # tokens the cache may hold

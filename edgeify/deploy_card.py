@@ -10,16 +10,15 @@ command that made it, and a short Python program that runs it with the plain run
 from __future__ import annotations
 
 import json
-import xml.etree.ElementTree as ET
 from pathlib import Path
 
+from edgeify import metrics
 from edgeify.families import CAUSAL_LM, get as get_family
+from edgeify.runtimes import formats
 from edgeify.report_plots import estimate_ms, estimate_target, int8_pick
 
 # What the tokenizers library's Encoding calls each model input.
 _ENCODING_FIELDS = {"input_ids": "ids", "attention_mask": "attention_mask", "token_type_ids": "type_ids"}
-RUNTIME_PACKAGES = {"onnx": ("onnxruntime",), "openvino": ("openvino",),
-                    "tflite": ("ai-edge-litert", "tflite-runtime")}
 
 
 def chosen(report: dict) -> list[tuple[dict, str]]:
@@ -65,60 +64,15 @@ def input_spec(report: dict, entry: dict, out_dir: Path | None) -> list[dict]:
     """[{name, shape, dtype}] as the file declares them (symbolic axes as names), or, when
     the file is not at hand, the family's inputs at [1, seq_len]."""
     path = Path(out_dir) / entry["path"] if out_dir else None
-    if path is not None and path.exists():
-        reader = {".onnx": _onnx_inputs, ".xml": _openvino_inputs, ".tflite": _tflite_inputs}.get(path.suffix)
+    if path is not None and path.is_file():
         try:
-            if reader:
-                return reader(path)
+            return formats.get(entry["format"]).card_inputs(path)
         except Exception:  # noqa: BLE001 - e.g. no TFLite runtime here: the family's inputs still hold
             pass
     names = (("input_ids",) if report["model"]["task"] == CAUSAL_LM
              else get_family(report["model"]["family"]).onnx_inputs)
-    dtype = "int32" if entry["format"] == "tflite" else "int64"
+    dtype = formats.get(entry["format"]).token_dtype
     return [{"name": n, "shape": [1, entry.get("seq_len")], "dtype": dtype} for n in names]
-
-
-def _onnx_inputs(path: Path) -> list[dict]:
-    import onnx
-    from onnx.helper import tensor_dtype_to_np_dtype
-
-    graph = onnx.load(str(path), load_external_data=False).graph
-    inits = {i.name for i in graph.initializer}
-    out = []
-    for i in graph.input:
-        if i.name in inits:
-            continue
-        t = i.type.tensor_type
-        out.append({"name": i.name, "dtype": tensor_dtype_to_np_dtype(t.elem_type).name,
-                    "shape": [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in t.shape.dim]})
-    return out
-
-
-_OV_TYPES = {"i64": "int64", "i32": "int32", "f32": "float32", "f16": "float16", "u8": "uint8", "boolean": "bool"}
-
-
-def _openvino_inputs(path: Path) -> list[dict]:
-    out = []
-    for layer in ET.parse(path).getroot().iter("layer"):
-        if layer.get("type") != "Parameter":
-            continue
-        data, port = layer.find("data"), layer.find("output/port")
-        name = ((port.get("names") if port is not None else None) or layer.get("name")).split(",")[0]
-        shape = [int(d) if d.lstrip("-").isdigit() else d for d in (data.get("shape") or "").split(",") if d]
-        etype = data.get("element_type", "?")
-        out.append({"name": name, "shape": shape, "dtype": _OV_TYPES.get(etype, etype)})
-    return out
-
-
-def _tflite_inputs(path: Path) -> list[dict]:
-    from edgeify.runtimes.tflite_probe import _interpreter
-
-    interpreter = _interpreter()[0](model_path=str(path))
-    signatures = interpreter.get_signature_list()
-    key = "prefill" if "prefill" in signatures else None  # a decoder: the signature a prompt runs
-    details = interpreter.get_signature_runner(key).get_input_details()
-    return [{"name": n, "shape": [int(x) for x in d["shape"]], "dtype": d["dtype"].__name__
-             if hasattr(d["dtype"], "__name__") else str(d["dtype"])} for n, d in details.items()]
 
 
 def _model_config(out_dir: Path | None, report: dict) -> dict:
@@ -168,60 +122,15 @@ def _tokenize_lines(report: dict, entry: dict, spec: list[dict], out_dir: Path |
     return lines + [f"feeds = {{{feeds}}}"]
 
 
-_IMPORTS = {"onnx": ["import onnxruntime as ort"], "openvino": ["import openvino as ov"],
-            "tflite": ["try:", "    from ai_edge_litert.interpreter import Interpreter",
-                       "except ImportError:  # Raspberry Pi OS: pip install tflite-runtime",
-                       "    from tflite_runtime.interpreter import Interpreter"]}
-
-
 def snippet(report: dict, entry: dict, out_dir: Path | None = None) -> str:
     """Python that loads the artifact with its plain runtime and runs one input; run it in
     the output directory. Ends with `logits` (numpy) and prints the prediction."""
     spec = input_spec(report, entry, out_dir)
-    path, threads, fmt = entry["path"], _threads(report), entry["format"]
-    if fmt not in _IMPORTS:
-        raise ValueError(f"no deployment snippet for format {fmt!r}")
-    decoder = _is_decoder(report, entry)
-    lines = ["import numpy as np", "from tokenizers import Tokenizer", *_IMPORTS[fmt], "",
+    fmt, decoder = formats.get(entry["format"]), _is_decoder(report, entry)
+    lines = ["import numpy as np", "from tokenizers import Tokenizer", *fmt.snippet_imports, "",
              *_tokenize_lines(report, entry, spec, out_dir), *_as_run_comment(entry)]
-    if fmt == "onnx":
-        from edgeify.contract import ORT_SPIN_KEY as SPIN_KEY, ORT_SPIN_US as SPIN_US
-
-        lines += [f"opts = ort.SessionOptions(); opts.intra_op_num_threads = {threads}",
-                  f"opts.add_session_config_entry({SPIN_KEY!r}, {SPIN_US!r})  # as timed: spin-wait at most {SPIN_US} us",
-                  f'session = ort.InferenceSession({path!r}, opts, providers=["CPUExecutionProvider"])']
-        if decoder:
-            lines += ['feeds = {"input_ids": ids}',
-                      "for i in session.get_inputs()[1:]:  # key/value cache: empty for a new sequence",
-                      "    feeds[i.name] = np.zeros((1, i.shape[1], 0, i.shape[3]), np.float32)",
-                      'logits = session.run(["logits"], feeds)[0]']
-        else:
-            lines += ["logits = session.run(None, feeds)[0]"]
-    elif fmt == "openvino":
-        hint = _openvino_hint(Path(out_dir) / path) if out_dir else "f32"
-        config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": threads, "NUM_STREAMS": 1,
-                  **({"INFERENCE_PRECISION_HINT": hint} if hint else {})}
-        lines += ["core = ov.Core()", f"model = core.read_model({path!r})"]
-        if not decoder and _openvino_static(Path(out_dir) / path if out_dir else None):
-            lines += ["model.reshape({k: list(v.shape) for k, v in feeds.items()})  # static shapes: faster kernels"]
-        lines += [f'request = core.compile_model(model, "CPU", {config!r}).create_infer_request()']
-        if decoder:
-            lines += ["request.reset_state()  # the key/value cache lives in the request: empty it",
-                      'logits = request.infer({"input_ids": ids})["logits"]']
-        else:
-            lines += ["logits = request.infer(feeds)[0]"]
-    else:
-        lines += [f"interpreter = Interpreter(model_path={path!r}, num_threads={threads})"]
-        if decoder:
-            lines += ['run = interpreter.get_signature_runner("prefill")',
-                      "inputs = {k: np.zeros(d['shape'], d['dtype']) for k, d in run.get_input_details().items()}",
-                      "n = ids.shape[1]  # at most the prefill length; the padding after it is never attended to",
-                      'inputs["input_ids"][0, :n] = ids[0]',
-                      'inputs["input_pos"][...] = np.arange(inputs["input_ids"].shape[1])  # 0, 1, ...',
-                      'logits = run(**inputs)["logits"][:, :n]']
-        else:
-            lines += ["run = interpreter.get_signature_runner()",
-                      "logits = next(iter(run(**feeds).values()))"]
+    lines += fmt.snippet(formats.Snippet(entry["path"], Path(out_dir) / entry["path"] if out_dir else None,
+                                         _threads(report), decoder))
     if decoder:
         lines += ["print(tok.decode([int(logits[0, -1].argmax())]))  # the next token"]
     else:
@@ -237,35 +146,18 @@ def _as_run_comment(entry: dict) -> list[str]:
     return [f"# {note}"] if note else []
 
 
-def _openvino_rt(path: Path | None, key: str) -> str | None:
-    if path is None or not path.exists():
-        return None
-    node = ET.parse(path).getroot().find(f"rt_info/edgeify/{key}")
-    return node.get("value") if node is not None else None
-
-
-def _openvino_hint(path: Path) -> str | None:
-    """The precision the IR asks to run in ("native": the CPU's choice, no hint)."""
-    value = _openvino_rt(path, "inference_precision") or "f32"
-    return None if value == "native" else value
-
-
-def _openvino_static(path: Path | None) -> bool:
-    return _openvino_rt(path, "shapes") == "static"
-
-
 def _runtime_line(report: dict, entry: dict) -> str:
     versions = report.get("versions") or {}
-    pins = [f"{p}=={versions[p]}" for p in RUNTIME_PACKAGES.get(entry["format"], ()) if p in versions]
+    pins = [f"{p}=={versions[p]}" for p in formats.get(entry["format"]).packages if p in versions]
     line = f"{entry.get('runtime') or entry['format']}" + (f" (`pip install {pins[0]}`)" if pins else "")
-    if entry["format"] == "tflite":
-        checked = [c for c in (entry.get("notes") or {}).get("runtimes", [])
-                   if c.get("runtime") and c["runtime"] != entry.get("runtime")]
-        if checked:
-            line += "; also checked on " + ", ".join(
-                f"{c['runtime']} (" + ("same results" if c.get("same_results")
-                                      else f"FAILS: {c.get('error') or 'results differ'}") + ")"
-                for c in checked)
+    # other runtimes the exporter checked the file on (TFLite: tflite-runtime 2.14 beside ai-edge-litert)
+    checked = [c for c in (entry.get("notes") or {}).get("runtimes", [])
+               if c.get("runtime") and c["runtime"] != entry.get("runtime")]
+    if checked:
+        line += "; also checked on " + ", ".join(
+            f"{c['runtime']} (" + ("same results" if c.get("same_results")
+                                  else f"FAILS: {c.get('error') or 'results differ'}") + ")"
+            for c in checked)
     return line
 
 
@@ -321,7 +213,7 @@ def card(report: dict, entry: dict, why: str, command: str, out_dir: Path | None
     h = "#" * level
     spec = input_spec(report, entry, out_dir)
     metric, m = report["baseline"]["metric"]["name"], entry["metric"]
-    unit = "pts" if metric == "accuracy" else "% perplexity"
+    unit = metrics.get(metric).short
     labels = _labels(report, out_dir)
     if _is_decoder(report, entry):
         vocab = _model_config(out_dir, report).get("vocab_size", "vocab")

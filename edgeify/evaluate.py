@@ -7,6 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from edgeify import metrics
 from edgeify.calibration import Batch
 from edgeify.families import CAUSAL_LM
 
@@ -115,16 +116,12 @@ def parity(result: EvalResult, reference: EvalResult) -> dict:
 
 def metric_drop(value: float, reference: float, metric: str) -> float:
     """How much worse `value` is than `reference`: points of accuracy, % of perplexity."""
-    if metric == "perplexity":
-        return 100.0 * (value - reference) / reference
-    return reference - value
+    return metrics.get(metric).drop(value, reference)
 
 
 def metric_delta(value: float, reference: float, metric: str) -> float:
     """The report's change column: accuracy points, or % perplexity (what its header says)."""
-    if metric == "perplexity":
-        return 100.0 * (value - reference) / reference
-    return value - reference
+    return metrics.get(metric).delta(value, reference)
 
 
 def scorer(batch: Batch, task: str, reference: float, batch_size: int = 16):

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
-from edgeify import compress, compressing, export, measured, report as report_mod, staging, targets
+from edgeify import compress, compressing, export, measured, metrics, report as report_mod, staging, targets
 from edgeify.build import build_format, eval_context_for, formats_for, lengths_for, make_plan
 from edgeify.calibration.datasets import prepare_for, read_data
 from edgeify.config import RunConfig  # noqa: F401  (RunConfig: part of this module's API)
@@ -146,7 +146,7 @@ def _build(s: Setup, family, exported: Exported, baseline: Baseline, out: Path) 
     validation = export.Validation(
         n_items=len(main.evaluation),
         score=scorer(main.evaluation, family.task, baseline.results[config.seq_len].value, config.eval_batch_size),
-        unit="accuracy points" if family.metric == "accuracy" else "% perplexity")
+        unit=metrics.get(family.metric).unit)
     built = []
     for backend in s.backends:
         fmt_dir = out / backend.name

@@ -10,7 +10,7 @@ from dataclasses import fields
 from importlib import metadata
 from pathlib import Path
 
-from edgeify import deploy_card, report_device, report_plots
+from edgeify import deploy_card, metrics, report_device, report_plots
 from edgeify.config import RunConfig
 from edgeify.report_plots import estimate_ms
 
@@ -84,7 +84,7 @@ def _generation_cells(entry: dict) -> dict:
 
 def _headers(report: dict) -> dict[str, str]:
     metric = report["baseline"]["metric"]["name"]
-    delta = "Δ pts" if metric == "accuracy" else "Δ %"
+    delta = metrics.get(metric).delta_header
     heads = {"artifact": "artifact", "ran": "ran as", "metric": metric, "delta": delta, "p50": "p50 ms",
              "p90": "p90 ms", "speedup": "speed-up", "size": "size MB", "params": "params M", "rss": "peak RSS MB",
              "parity": "max|Δlogit| / argmax agree"}

@@ -14,7 +14,7 @@ import tempfile
 from pathlib import Path
 from typing import Sequence
 
-from edgeify import staging
+from edgeify import metrics, staging
 
 
 PNG = "pareto.png"
@@ -168,10 +168,10 @@ def write_pareto(report: dict, out_dir: Path) -> Path | None:
         ax.set_xscale("log")
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
         ax.xaxis.set_minor_formatter(FuncFormatter(lambda v, _: f"{v:g}" if f"{v:.0e}"[0] in "25" else ""))
-    if metric == "perplexity":
+    if not metrics.get(metric).higher_is_better:
         ax.invert_yaxis()  # up is better on both kinds of model
     ax.set_xlabel(axis)
-    better = "lower is better, axis inverted" if metric == "perplexity" else "higher is better"
+    better = "higher is better" if metrics.get(metric).higher_is_better else "lower is better, axis inverted"
     ax.set_ylabel(f"{metric} ({better})")
     t = report["target"]
     where = (f"estimated for {estimate_target(report)} (not measured)" if estimate_target(report)

@@ -19,7 +19,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from edgeify import compress, staging
+from edgeify import compress, metrics, staging
 from edgeify.errors import UsageError
 from edgeify.evaluate import metric_drop
 
@@ -74,7 +74,7 @@ def candidates(report: dict, recipe: str, run_dir: Path) -> list[dict]:
             "recipe": recipe, "artifact": str(run_dir / a["path"]), "format": a["format"],
             "precision": a["precision"], "metric": a["metric"]["value"],
             "drop": round(metric_drop(a["metric"]["value"], base["value"], base["name"]), 4),
-            "unit": "accuracy points" if base["name"] == "accuracy" else "% perplexity",
+            "unit": metrics.get(base["name"]).unit,
             "latency_ms": latency, "latency_basis": where, "size_mb": round(a["size_bytes"] / 2**20, 3),
             "memory_mb": device.get("peak_rss_mb") or a.get("peak_rss_mb"),
         })

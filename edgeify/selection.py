@@ -15,13 +15,14 @@ were seen running 50% slow), so the fastest round is the truest comparison betwe
 
 from __future__ import annotations
 
+from edgeify import metrics
 from edgeify.config import DEFAULT_BUDGET
 from edgeify.evaluate import metric_drop
 from edgeify.targets import planner, projection
 
 
 def _unit(metric: str) -> str:
-    return "points" if metric == "accuracy" else "% perplexity"
+    return metrics.get(metric).points
 
 
 def _best_latency(entry: dict) -> float:
@@ -64,8 +65,7 @@ def select_int8(entries: list[dict], budget: float, metric: str) -> dict | None:
         reason = (f"{how} int8 within the {budget:g} {_unit(metric)} budget vs the fp32 export of its "
                   f"format ({len(within)} of {len(int8)} within)")
     else:
-        better = (max if metric == "accuracy" else min)
-        best = better(int8, key=lambda e: e["metric"]["value"])
+        best = metrics.get(metric).best(int8, lambda e: e["metric"]["value"])
         reason = f"no int8 artifact within the {budget:g} {_unit(metric)} budget; kept the most accurate"
     best["selected"] = True
     return {"chosen": best["path"], "reason": reason, "budget": budget}

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from edgeify import families
 from edgeify.cli import main
 
 FAST = ["--n-eval", "48", "--n-calibration", "32", "--bench-seconds", "0.2", "--bench-rounds", "1", "--seq-len", "32"]
@@ -30,7 +31,7 @@ def _no_leftovers(parent: Path, name: str) -> None:
     assert partial == [], f"partial output left behind: {partial}"
 
 
-@pytest.mark.parametrize("family", ["electra", "albert", "gpt-neo"])
+@pytest.mark.parametrize("family", families.names())
 def test_end_to_end_int8_report(family, tmp_path, starter_dir, capsys):
     starter_dir(family)  # build once per session; the CLI then finds it in the cache
     out = tmp_path / "out"

@@ -34,10 +34,13 @@ class Artifact:
 
     @property
     def size_bytes(self) -> int:
-        """Model file plus its weights file: ONNX external data (.onnx.data), IR weights (.bin)."""
-        companions = (self.path.with_name(self.path.name + ".data"), self.path.with_suffix(".bin"))
-        return self.path.stat().st_size + sum(p.stat().st_size for p in companions
-                                              if p != self.path and p.exists())
+        """The model file plus the files its format loads with it (runtimes.formats:
+        ONNX external data, an IR's .bin)."""
+        from edgeify.runtimes import formats
+
+        fmt = formats.of(self.path)
+        companions = fmt.companions(self.path) if fmt is not None else []
+        return self.path.stat().st_size + sum(p.stat().st_size for p in companions if p != self.path)
 
 
 @dataclass(frozen=True)
@@ -78,6 +81,11 @@ def register_backend(name: str):
         _BACKENDS[name] = factory
         return factory
     return deco
+
+
+def unregister_backend(name: str) -> None:
+    """Remove a backend: a plugin's undo."""
+    _BACKENDS.pop(name, None)
 
 
 def formats() -> list[str]:

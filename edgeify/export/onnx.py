@@ -34,6 +34,8 @@ class DynamicInt8:
     per_channel: bool = True
     reduce_range: bool = False
 
+    precision_class = "int8"  # planner.BYTES_PER_WEIGHT key; a class attribute, not in the report
+
 
 @dataclass(frozen=True)
 class StaticInt8:
@@ -45,6 +47,8 @@ class StaticInt8:
     per_channel: bool = True
     calibrate_method: str = "MinMax"
     activation_symmetric: bool = False
+
+    precision_class = "int8"  # planner.BYTES_PER_WEIGHT key; a class attribute, not in the report
 
 
 def _atomic_save(model, path: Path) -> None:

@@ -15,7 +15,8 @@ import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
-from edgeify.contract import ONNX_DECODER_LAYOUT as META_LAYOUT, ONNX_LOCAL_WINDOW as META_WINDOW, ONNX_MAX_LENGTH as META_MAX_LENGTH
+from edgeify.contract import (ONNX_DECODER_LAYOUT as META_LAYOUT, ONNX_LOCAL_WINDOW as META_WINDOW,
+                              ONNX_MAX_LENGTH as META_MAX_LENGTH, PRESENT, cache_names)
 from edgeify.export import Artifact, config_record, written_atomically
 
 log = logging.getLogger(__name__)
@@ -24,10 +25,8 @@ log = logging.getLogger(__name__)
 def _export_raw(module, path: Path, opset: int) -> None:
     import torch
 
-    from edgeify.families.gpt_neo_cache import past_names
-
-    names = past_names(module.n_layers)
-    presents = past_names(module.n_layers, "present")
+    names = cache_names(module.n_layers)
+    presents = cache_names(module.n_layers, PRESENT)
     ids = torch.zeros((1, 3), dtype=torch.long)
     past = module.empty_cache(1, 2)  # a non-empty past: no shape gets traced as a constant 0
     axes = {"input_ids": {0: "batch", 1: "sequence"}, "logits": {0: "batch", 1: "sequence"}}
@@ -92,6 +91,10 @@ class WeightOnly:
     block_size: int = 32
     symmetric: bool = True
     accuracy_level: int = 4
+
+    @property
+    def precision_class(self) -> str:
+        return f"int{self.bits}"
 
 
 def quantize_weights(fp32: Artifact, family, calibration, config: WeightOnly, out: Path) -> Artifact:

@@ -34,6 +34,8 @@ class Fp16Weights:
 
     inference_precision: str = "native"
 
+    precision_class = "fp16"  # planner.BYTES_PER_WEIGHT key; a class attribute, not in the report
+
 
 @dataclass(frozen=True)
 class Int8:
@@ -44,6 +46,8 @@ class Int8:
     preset: str = "mixed"
     subset_size: int = 300
     fast_bias_correction: bool = True
+
+    precision_class = "int8"  # planner.BYTES_PER_WEIGHT key; a class attribute, not in the report
 
 
 @dataclass(frozen=True)
@@ -57,6 +61,8 @@ class AccuracyControlledInt8:
     subset_size: int = 300
     ranking_subset_size: int = 300
 
+    precision_class = "int8"  # planner.BYTES_PER_WEIGHT key; a class attribute, not in the report
+
 
 @dataclass(frozen=True)
 class WeightsOnly:
@@ -66,6 +72,10 @@ class WeightsOnly:
     mode: str = "int8_asym"
     group_size: int = -1  # int4 only
     ratio: float = 1.0    # int4 only: share of layers in int4 (the rest int8)
+
+    @property
+    def precision_class(self) -> str:
+        return "int4" if self.mode.startswith("int4") else "int8"
 
 
 @dataclass(frozen=True)
@@ -78,6 +88,8 @@ class AsRunByDefault:
 
     source: str = "int8"
     runs_as: str = "bf16"
+
+    precision_class = "int8"  # planner.BYTES_PER_WEIGHT key; a class attribute, not in the report
 
 
 def _precision_name(config) -> str:

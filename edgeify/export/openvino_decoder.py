@@ -33,9 +33,7 @@ def _convert(module):
     import openvino as ov
     import torch
 
-    from edgeify.families.gpt_neo_cache import past_names
-
-    pasts, presents = past_names(module.n_layers), past_names(module.n_layers, "present")
+    pasts, presents = contract.cache_names(module.n_layers), contract.cache_names(module.n_layers, contract.PRESENT)
     ids = torch.zeros((1, 3), dtype=torch.long)
     past = module.empty_cache(1, 2)  # a non-empty past: no shape gets traced as a constant 0
     shapes = [(ov.PartialShape([-1, -1]), ov.Type.i64)]

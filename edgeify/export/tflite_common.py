@@ -31,6 +31,8 @@ TFLITE_OPS = {
 class Fp16Weights:
     """Weights stored fp16 (ai-edge-quantizer float casting), computed in float."""
 
+    precision_class = "fp16"  # planner.BYTES_PER_WEIGHT key; a class attribute, not in the report
+
 
 @dataclass(frozen=True)
 class DynamicInt8:
@@ -47,6 +49,8 @@ class DynamicInt8:
     ops: tuple[str, ...] = ("FULLY_CONNECTED", "EMBEDDING_LOOKUP")
     granularity: str = "TENSORWISE"  # or "CHANNELWISE" (ai-edge-litert only, see above)
 
+    precision_class = "int8"  # planner.BYTES_PER_WEIGHT key; a class attribute, not in the report
+
 
 @dataclass(frozen=True)
 class StaticInt8:
@@ -62,6 +66,8 @@ class StaticInt8:
 
     ops: tuple[str, ...] = ("FULLY_CONNECTED",)  # add "BATCH_MATMUL" for int8 attention matmuls
     table_ops: tuple[str, ...] = ("EMBEDDING_LOOKUP",)
+
+    precision_class = "int8"  # planner.BYTES_PER_WEIGHT key; a class attribute, not in the report
 
 
 @contextlib.contextmanager

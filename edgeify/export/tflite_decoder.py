@@ -53,6 +53,8 @@ class DynamicInt4:
 
     block_size: int = 32  # 32, 64, 128, 256 (what ai-edge-quantizer offers), or 0: per channel
 
+    precision_class = "int4"  # planner.BYTES_PER_WEIGHT key; a class attribute, not in the report
+
 
 def _slice_write():
     """The fixed cache's write as litert-torch's dynamic_update_slice (its KV cache's op):

@@ -30,11 +30,6 @@ from torch import nn
 GROW, FIXED = "grow", "fixed"
 
 
-def past_names(n_layers: int, prefix: str = "past_key_values") -> list[str]:
-    """Cache tensor names, optimum's convention: past_key_values.0.key, ...value, ..."""
-    return [f"{prefix}.{i}.{kind}" for i in range(n_layers) for kind in ("key", "value")]
-
-
 class CachedGPTNeo(nn.Module):
     def __init__(self, model, layout: str = GROW, max_length: int | None = None):
         super().__init__()

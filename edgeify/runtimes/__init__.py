@@ -15,7 +15,7 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from edgeify.errors import EdgeifyError, UsageError, first_line
+from edgeify.errors import EdgeifyError, UsageError
 
 
 class Runner(Protocol):
@@ -108,35 +108,11 @@ def _refuse_if_corrupt(path: Path) -> None:
 
 def corrupt_reason(path: Path) -> str | None:
     """Why an artifact file cannot be parsed at all (cut short by a failed copy or download,
-    or overwritten), or None when it parses. Structure only: nothing is compiled or run,
-    except for .tflite, whose flatbuffer only a TFLite runtime verifies."""
+    or overwritten), or None when it parses or is not a file of a known format. Structure
+    only: nothing is compiled or run, except where only a runtime can verify (see the format)."""
     path = Path(path)
-    if not path.is_file():
-        return None
-    if path.suffix == ".onnx":
-        import onnx
-
-        try:
-            graph = onnx.load(str(path), load_external_data=False).graph
-        except Exception as e:  # noqa: BLE001 - protobuf DecodeError and friends
-            return first_line(e, 200).strip()
-        return None if graph.node else "no graph in the file"
-    if path.suffix == ".xml":
-        from edgeify.runtimes.openvino_runner import ir_damage
-
-        return ir_damage(path)
-    if path.suffix == ".tflite":
-        from edgeify.runtimes.tflite_runner import TfliteRunner
-
-        try:
-            TfliteRunner(path, 1)
-        except UsageError:  # no TFLite runtime: cannot tell
-            return None
-        except EdgeifyError as e:  # only the flatbuffer checks: an unsupported op is not damage
-            msg = str(e).removeprefix(f"{path}: ")
-            if "flatbuffer" in msg.lower():
-                return msg.removeprefix("cannot load TFLite model (").removesuffix(")")
-    return None
+    fmt = formats.of(path)
+    return fmt.corrupt_reason(path) if fmt is not None and path.is_file() else None
 
 
 class DecoderRunner:
@@ -175,6 +151,12 @@ def register_runner(name: str, matches: Callable[[Path], bool]):
     return deco
 
 
+def unregister_runner(name: str) -> None:
+    """Remove a runner (and a decoder kind) registered under `name`: a plugin's undo."""
+    _OPENERS[:] = [o for o in _OPENERS if o[0] != name]
+    _DECODERS[:] = [d for d in _DECODERS if d[0] != name]
+
+
 def open_runner(path: str | Path, threads: int) -> Runner:
     """Open an artifact with the runtime its file type calls for."""
     path = Path(path)
@@ -190,8 +172,10 @@ def open_runner(path: str | Path, threads: int) -> Runner:
     raise UsageError(f"{path}: not an artifact edgeify can run; accepted: {kinds}")
 
 
-from edgeify.runtimes import (  # noqa: E402,F401  (registration)
-    onnxruntime_runner as _ort, openvino_runner as _ov, tflite_runner as _tflite, torch_runner as _torch)
+from edgeify.runtimes import (  # noqa: E402,F401  (registration: runners, then each format's record)
+    onnxruntime_runner as _ort, openvino_runner as _ov, tflite_runner as _tflite, torch_runner as _torch,
+    onnx_format as _onnx_format, openvino_format as _openvino_format, tflite_format as _tflite_format)
+from edgeify.runtimes import formats  # noqa: E402
 
 
 Shape = tuple[int | None, ...]  # a declared input shape; None: a dynamic axis
@@ -202,44 +186,6 @@ def input_names(path: Path) -> tuple[str, ...]:
     return tuple(declared_inputs(path))
 
 
-def _dim(value) -> int | None:
-    return value if isinstance(value, int) and value > 0 else None
-
-
-def _onnx_inputs(path: Path) -> dict[str, Shape | None]:
-    import onnx
-
-    try:
-        graph = onnx.load(str(path), load_external_data=False).graph
-    except Exception as e:  # noqa: BLE001
-        raise EdgeifyError(f"{path}: cannot read ONNX model (corrupt or truncated file: "
-                           f"{first_line(e, 200).strip()}); re-export it or copy it again") from None
-    inits = {i.name for i in graph.initializer}
-    inputs = {i.name: tuple(_dim(d.dim_value) for d in i.type.tensor_type.shape.dim)
-              for i in graph.input if i.name not in inits}
-    if not graph.node or not inputs:
-        raise EdgeifyError(f"{path}: cannot read ONNX model (no graph)")
-    return inputs
-
-
-def _ir_inputs(path: Path) -> dict[str, Shape | None]:
-    import xml.etree.ElementTree as ET
-
-    try:
-        layers = ET.parse(path).getroot().iter("layer")
-    except ET.ParseError as e:
-        raise EdgeifyError(f"{path}: not a valid OpenVINO IR .xml (corrupt or truncated: {e})") from None
-    inputs = {}
-    for layer in layers:
-        if layer.get("type") == "Parameter":
-            port = layer.find("output/port")
-            name = (port.get("names") if port is not None else None) or layer.get("name")
-            inputs[name.split(",")[0]] = None  # the runner reshapes a static IR to the feeds
-    if not inputs:
-        raise EdgeifyError(f"{path}: OpenVINO IR has no inputs")
-    return inputs
-
-
 def declared_inputs(path: Path) -> dict[str, Shape | None]:
     """The inputs an artifact expects and the shape each must have, without loading its
     weights: an int is an axis the runtime takes at exactly that length (a static ONNX
@@ -247,15 +193,9 @@ def declared_inputs(path: Path) -> dict[str, Shape | None]:
     path = Path(path)
     if is_decoder(path):
         return {n: None for n in DecoderRunner.input_names}
-    if path.is_file() and path.suffix == ".onnx":
-        return _onnx_inputs(path)
-    if path.is_file() and path.suffix == ".xml":
-        return _ir_inputs(path)
-    if path.is_file() and path.suffix == ".tflite":
-        from edgeify.runtimes.tflite_runner import TfliteRunner
-
-        runner = TfliteRunner(path, 1)  # runs a batch one row at a time: any batch size
-        return {n: (None, runner.seq_len) for n in runner.input_names}
+    fmt = formats.of(path)
+    if path.is_file() and fmt is not None:
+        return fmt.declared_inputs(path)
     if path.is_dir() and (path / "config.json").exists():
         from edgeify.families.loader import _family_of_dir
 
@@ -263,3 +203,23 @@ def declared_inputs(path: Path) -> dict[str, Shape | None]:
     if not path.exists():
         raise UsageError(f"artifact not found: {path}")
     raise UsageError(f"{path}: not an artifact edgeify can run")
+
+
+PLUGINS_ENV = "EDGEIFY_PLUGINS"
+
+
+def _load_plugins() -> None:
+    """Import the modules named in EDGEIFY_PLUGINS (comma-separated), after the built-in
+    formats: a format from outside edgeify registers its runner and record (and exporter)
+    when imported, here and in the timing children, which inherit the variable."""
+    import importlib
+    import os
+
+    for name in filter(None, (n.strip() for n in os.environ.get(PLUGINS_ENV, "").split(","))):
+        try:
+            importlib.import_module(name)
+        except ImportError as e:
+            raise UsageError(f"{PLUGINS_ENV}: cannot import plugin module {name!r} ({e})") from None
+
+
+_load_plugins()

@@ -6,12 +6,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeify.contract import ONNX_MAX_LENGTH, ort_session_options, ort_thread_settings
+from edgeify.contract import ONNX_MAX_LENGTH, PAST, PRESENT, ort_session_options, ort_thread_settings
 from edgeify.errors import EdgeifyError
-from edgeify.runtimes import check_room, register_decoder, register_runner
+from edgeify.runtimes import check_room, formats, register_decoder, register_runner
 
 
-@register_runner(".onnx file (onnxruntime)", lambda p: p.is_file() and p.suffix == ".onnx")
+@register_runner(".onnx file (onnxruntime)", lambda p: formats.is_file_of(p, "onnx"))
 class OnnxRuntimeRunner:
     def __init__(self, path: Path, threads: int):
         import onnxruntime as ort
@@ -59,7 +59,7 @@ def _precision_of(path: Path) -> str:
 
 
 def _is_onnx_decoder(path: Path) -> bool:
-    if not (path.is_file() and path.suffix == ".onnx"):
+    if not formats.is_file_of(path, "onnx"):
         return False
     import onnx
 
@@ -67,7 +67,7 @@ def _is_onnx_decoder(path: Path) -> bool:
         graph = onnx.load(str(path), load_external_data=False).graph
     except Exception:  # noqa: BLE001 - not readable: the plain runner reports it
         return False
-    return any(i.name.startswith("past_key_values.") for i in graph.input)
+    return any(i.name.startswith(PAST + ".") for i in graph.input)
 
 
 @register_decoder(".onnx cached decoder (onnxruntime)", _is_onnx_decoder)
@@ -82,7 +82,7 @@ class OnnxDecoder:
         self.session = self._runner.session
         meta = self.session.get_modelmeta().custom_metadata_map
         inputs = self.session.get_inputs()
-        self.past_names = [i.name for i in inputs if i.name.startswith("past_key_values.")]
+        self.past_names = [i.name for i in inputs if i.name.startswith(PAST + ".")]
         other = [i.name for i in inputs if i.name != "input_ids" and i.name not in self.past_names]
         if other or ONNX_MAX_LENGTH not in meta:
             # e.g. optimum's decoders, which also take attention_mask / position_ids
@@ -90,7 +90,7 @@ class OnnxDecoder:
                                f"cache: {other or 'none'}; max_length in metadata: "
                                f"{ONNX_MAX_LENGTH in meta}); export it with edgeify")
         self.max_length = int(meta[ONNX_MAX_LENGTH])
-        self.present_names = [n.replace("past_key_values.", "present.") for n in self.past_names]
+        self.present_names = [PRESENT + n.removeprefix(PAST) for n in self.past_names]
         self._past_shapes = [(i.shape[1], i.shape[3]) for i in inputs if i.name in self.past_names]
         self._float = np.float32
         self.runtime, self.precision, self.threads = self._runner.runtime, self._runner.precision, threads

@@ -20,7 +20,7 @@ import numpy as np
 
 from edgeify.contract import CAPS_WITHOUT_BF16, OV_BIN_SHA256, OV_MAX_LENGTH, OV_PRECISION, OV_SHAPES, sha256_of
 from edgeify.errors import EdgeifyError, UsageError, first_line
-from edgeify.runtimes import check_room, register_decoder, register_runner
+from edgeify.runtimes import check_room, formats, register_decoder, register_runner
 
 STATIC_SHAPES_DEFAULT = False  # for IRs that do not say (e.g. not written by edgeify)
 SHAPES_ENV = "EDGEIFY_OPENVINO_SHAPES"  # "static" or "dynamic" overrides the default
@@ -118,7 +118,7 @@ def ir_damage(path: Path) -> str | None:
     return _bin_shortfall(root, weights) if weights.exists() else None
 
 
-@register_runner(".xml OpenVINO IR (openvino)", lambda p: p.is_file() and p.suffix == ".xml")
+@register_runner(".xml OpenVINO IR (openvino)", lambda p: formats.is_file_of(p, "openvino"))
 class OpenVinoRunner:
     def __init__(self, path: Path, threads: int, static_shapes: bool | None = None):
         try:
@@ -214,7 +214,7 @@ class OpenVinoRunner:
 def _is_stateful_ir(path: Path) -> bool:
     """An IR with ReadValue layers (a model keeping state between calls). Reads only the
     layers section, which precedes the edges; anything unreadable is left to the runner."""
-    if not (path.is_file() and path.suffix == ".xml"):
+    if not formats.is_file_of(path, "openvino"):
         return False
     try:
         for _, element in ET.iterparse(path, events=("start",)):

@@ -17,7 +17,7 @@ import numpy as np
 
 from edgeify.contract import TFLITE_DECODE, TFLITE_IDS, TFLITE_LOGITS, TFLITE_POS, TFLITE_PREFILL
 from edgeify.errors import EdgeifyError, UsageError, first_line as _first_line
-from edgeify.runtimes import check_room, register_decoder, register_runner
+from edgeify.runtimes import check_room, formats, register_decoder, register_runner
 from edgeify.runtimes.tflite_file import describe
 
 # Other Pythons to check a .tflite on (os.pathsep-separated), e.g. a venv with
@@ -73,7 +73,7 @@ def _interpreter_or_usage_error():
                          "pip install 'edgeify[tflite]' (or tflite-runtime)") from None
 
 
-@register_runner(".tflite file (ai-edge-litert / tflite-runtime)", lambda p: p.is_file() and p.suffix == ".tflite")
+@register_runner(".tflite file (ai-edge-litert / tflite-runtime)", lambda p: formats.is_file_of(p, "tflite"))
 class TfliteRunner:
     def __init__(self, path: Path, threads: int):
         Interpreter, self.runtime = _interpreter_or_usage_error()
@@ -235,7 +235,7 @@ def _signature_keys(path: Path) -> set[str]:
 
 
 def _is_tflite_decoder(path: Path) -> bool:
-    return path.is_file() and path.suffix == ".tflite" and {PREFILL, DECODE} <= _signature_keys(path)
+    return formats.is_file_of(path, "tflite") and {PREFILL, DECODE} <= _signature_keys(path)
 
 
 class _Signature:

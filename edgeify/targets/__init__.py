@@ -90,13 +90,23 @@ def _memory_mb() -> int:
     return int(psutil.virtual_memory().total / 2**20)
 
 
+def _formats(listed) -> tuple[str, ...]:
+    """A profile's formats; "all" (this host) is every format registered (runtimes.formats),
+    so a format added by registration alone runs here."""
+    if listed == "all":
+        from edgeify.runtimes import formats
+
+        return tuple(formats.names())
+    return tuple(listed)
+
+
 def _load(path: Path) -> Target:
     with open(path, "rb") as f:
         data = tomllib.load(f)
     try:
         return Target(
             name=data["name"], description=data["description"], threads=int(data["threads"]),
-            formats=tuple(data["formats"]), measured=bool(data["measured"]),
+            formats=_formats(data["formats"]), measured=bool(data["measured"]),
             env=tuple(tuple(pair) for pair in data.get("env", ())),
             refused=tuple(data.get("refused", {}).items()), tflite_runtime=data.get("tflite_runtime", ""),
             aliases=tuple(data.get("aliases", ())), arch=data.get("arch", ""), cores=int(data["cores"]),

@@ -84,16 +84,13 @@ def _check_shape(batch: int, seq_len: int) -> None:
 
 
 def _reader(path: Path):
+    """The module that reads the cost of this file's format (its record's cost_reader)."""
+    from edgeify.runtimes import formats
+
     if not path.is_file():
         raise FileNotFoundError(f"artifact not found: {path}")
-    suffix = path.suffix.lower()
-    if suffix == ".onnx":
-        from edgeify.targets import cost_onnx as reader
-    elif suffix == ".xml":
-        from edgeify.targets import cost_openvino as reader
-    elif suffix == ".tflite":
-        from edgeify.targets import cost_tflite as reader
-    else:
-        raise ValueError(f"{path}: cannot read the cost of a {suffix or 'suffix-less'!r} file; "
-                         "accepted: .onnx, .xml (OpenVINO IR), .tflite")
-    return reader
+    fmt = formats.of(path)
+    if fmt is None:
+        raise ValueError(f"{path}: cannot read the cost of a {path.suffix or 'suffix-less'!r} file; "
+                         f"accepted: {', '.join(formats.suffixes())}")
+    return fmt.cost_module()

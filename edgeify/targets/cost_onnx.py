@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgeify.contract import PAST
 from edgeify.targets.cost_model import Cost, Tally, prod
 
 DENSE_INT8 = {"MatMulInteger", "DynamicQuantizeMatMul", "MatMulIntegerToFloat", "QLinearMatMul", "QGemm"}
@@ -36,7 +37,7 @@ def decode_cost(path: Path, context_len: int) -> Cost:
     import onnx
 
     model = onnx.load(str(path), load_external_data=False)
-    if not any(i.name.startswith("past_key_values.") for i in model.graph.input):
+    if not any(i.name.startswith(PAST + ".") for i in model.graph.input):
         raise ValueError(f"{path}: not a cached decoder (no past_key_values.* inputs): "
                          "it has no per-token decode cost")
     return _cost(path, 1, 1, past=context_len)

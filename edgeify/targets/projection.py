@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from edgeify import metrics
 from edgeify.targets import Target
 from edgeify.targets.cost import graph_cost
 from edgeify.targets.roofline import host_machine, roofline_ms
@@ -89,6 +90,6 @@ def choose_for_target(entries: list[dict], budget: float, metric: str, drop: Cal
                   f"not worth its accuracy cost there")
     else:
         chosen = fastest
-        unit = "accuracy points" if metric == "accuracy" else "% perplexity"
+        unit = metrics.get(metric).unit
         reason = f"fastest estimated on {target} within the {budget:g} {unit} budget ({est(fastest):.1f} ms)"
     return {"chosen": chosen["path"], "reason": reason, "latency_ms": est(chosen), "estimated": True}

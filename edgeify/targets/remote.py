@@ -27,12 +27,10 @@ from pathlib import Path
 import numpy as np
 
 from edgeify.errors import EdgeifyError, UsageError
+from edgeify.runtimes import formats
 
 RUNNER = Path(__file__).with_name("device_runner.py")
 CONTRACT = Path(__file__).parents[1] / "contract.py"  # device_runner.py imports it from its own dir
-FORMATS = {".onnx": "onnx", ".xml": "openvino", ".tflite": "tflite"}
-INSTALL = {"onnx": "pip install onnxruntime", "openvino": "pip install openvino",
-           "tflite": "pip install tflite-runtime (or ai-edge-litert)"}
 FORM = "user@host[:port], e.g. pi@raspberrypi.local or pi@192.168.1.20:2222 (IPv6: pi@[fe80::1]:22)"
 MIN_PYTHON = (3, 8)  # device_runner.py uses importlib.metadata
 _NO_PYTHON, _OLD_PYTHON = 97, 98  # exit codes of the first remote command
@@ -105,59 +103,38 @@ class Device:
         return opts
 
 
+def _remote_suffixes() -> list[str]:
+    """The suffixes of the formats the shipped device runner opens (its own table)."""
+    from edgeify.targets.device_runner import OPENERS
+
+    return [s for s in formats.suffixes() if s in OPENERS]
+
+
 def companion_files(artifact: Path) -> list[Path]:
-    """The artifact and the files it loads with it (an ONNX file's external data, an
-    OpenVINO IR's .bin); refuses what the device runner cannot time."""
+    """The artifact and the files it loads with it (its format's companions: an ONNX file's
+    external data, an OpenVINO IR's .bin); refuses what the device runner cannot time."""
     from edgeify.runtimes import is_decoder
 
     artifact = Path(artifact)
+    accepted = ", ".join(_remote_suffixes())
     if not artifact.is_file():
         raise UsageError(f"artifact not found: {artifact}" if not artifact.exists()
-                         else f"{artifact}: remote timing takes one file ({', '.join(FORMATS)}), not a directory")
-    fmt = FORMATS.get(artifact.suffix)
-    if fmt is None:
-        raise UsageError(f"{artifact}: remote timing takes {', '.join(FORMATS)} files, not {artifact.suffix or 'this'}")
+                         else f"{artifact}: remote timing takes one file ({accepted}), not a directory")
+    fmt = formats.of(artifact)
+    if fmt is None or artifact.suffix.lower() not in _remote_suffixes():
+        raise UsageError(f"{artifact}: remote timing takes {accepted} files, not {artifact.suffix or 'this'}")
     if is_decoder(artifact):
         raise UsageError(f"{artifact}: a cached decoder (key/value cache inputs or state); timing one on "
                          "a remote device is not supported yet: time it locally, or time a logits-only export")
-    files = [artifact]
-    if fmt == "openvino":
-        weights = artifact.with_suffix(".bin")
-        if not weights.is_file():
-            raise UsageError(f"{artifact}: its weights file {weights.name} is missing (an IR is an .xml + .bin pair)")
-        files.append(weights)
-    elif fmt == "onnx":
-        files += [artifact.parent / name for name in _onnx_external_data(artifact)]
-    return files
+    return [artifact, *fmt.companions(artifact)]
 
 
-def _onnx_external_data(path: Path) -> list[str]:
-    import onnx
-
-    try:
-        graph = onnx.load(str(path), load_external_data=False).graph
-    except Exception as e:  # noqa: BLE001 - not readable: say so before copying it anywhere
-        raise EdgeifyError(f"{path}: cannot read ONNX model ({str(e)[:200]})") from None
-    names = {e.value for t in graph.initializer if t.data_location == onnx.TensorProto.EXTERNAL
-             for e in t.external_data if e.key == "location"}
-    default = path.name + ".data"
-    if (path.parent / default).is_file():
-        names.add(default)
-    for name in sorted(names):
-        if Path(name).name != name or not (path.parent / name).is_file():
-            raise UsageError(f"{path}: its external weights {name!r} are not a file beside it")
-    return sorted(names)
-
-
-def _precision(artifact: Path, fmt: str) -> str:
+def _precision(artifact: Path) -> str:
     """What the local runners report as precision, read here from the file (the device
     runner reports OpenVINO's, which only the compiled model knows)."""
+    read = formats.of(artifact).file_precision
     try:
-        if fmt == "onnx":
-            from edgeify.runtimes.onnxruntime_runner import _precision_of
-        else:
-            from edgeify.runtimes.tflite_runner import _precision_of
-        return _precision_of(artifact)
+        return read(artifact) if read is not None else "unknown"
     except ImportError:  # reading a .tflite needs ai-edge-litert's schema
         return "unknown"
 
@@ -173,7 +150,6 @@ def measure_remote(device: Device, artifact: str | Path, feeds: dict[str, np.nda
 
     artifact = Path(artifact)
     files = companion_files(artifact)
-    fmt = FORMATS[artifact.suffix]
     if eval_inputs is not None and task not in (SEQ_CLS, CAUSAL_LM):
         raise UsageError(f"task {task!r}: evaluation on a device takes {SEQ_CLS!r} or {CAUSAL_LM!r}")
     if eval_inputs is not None and task == SEQ_CLS and labels is None:
@@ -210,7 +186,7 @@ def measure_remote(device: Device, artifact: str | Path, feeds: dict[str, np.nda
         if left:
             raise RemoteError(f"{device}: {left}")
     if result.get("precision") is None:
-        result["precision"] = _precision(artifact, fmt)
+        result["precision"] = _precision(artifact)
     result["device"] = str(device)
     return result
 
@@ -331,9 +307,9 @@ class _Session:
                                "install it there: pip install numpy (or apt install python3-numpy)")
         if kind == "no_runtime":
             fmt = result.get("format", "?")
+            install = formats.get(fmt).install if fmt in formats.names() else "the runtime"
             return RemoteError(f"{self.device}: the device's Python ({python}) has no {fmt} runtime: tried "
-                               f"{', '.join(result.get('tried', []))} ({message}); install it there: "
-                               f"{INSTALL.get(fmt, 'the runtime')}")
+                               f"{', '.join(result.get('tried', []))} ({message}); install it there: {install}")
         return RemoteError(f"{self.device}: the artifact failed on the device ({kind}): {message}")
 
     def cleanup(self) -> str | None:

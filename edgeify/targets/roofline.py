@@ -38,16 +38,15 @@ class Machine(Protocol):
     cores: int
 
 
-RUNTIMES = {".onnx": "onnxruntime", ".xml": "openvino", ".tflite": "tflite"}
-
-
 def runtime_of(path: str | Path) -> str:
-    """The runtime an artifact runs on, by file type: the key efficiency factors are fitted per."""
-    suffix = Path(path).suffix.lower()
-    if suffix not in RUNTIMES:
-        raise ValueError(f"{path}: no runtime for {suffix or 'a suffix-less file'!r}; "
-                         f"accepted: {', '.join(RUNTIMES)}")
-    return RUNTIMES[suffix]
+    """The runtime an artifact runs on, by its format: the key efficiency factors are fitted per."""
+    from edgeify.runtimes import formats
+
+    fmt = formats.of(path)
+    if fmt is None:
+        raise ValueError(f"{path}: no runtime for {Path(path).suffix or 'a suffix-less file'!r}; "
+                         f"accepted: {', '.join(formats.suffixes())}")
+    return fmt.runtime
 
 
 def rate_gops(machine: Machine, precision: str, threads: int) -> float:

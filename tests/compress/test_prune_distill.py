@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from edgeify import compress
+from edgeify import compress, families
 from edgeify.calibration import synthetic
 from edgeify.calibration.tokenize import encode_classification, encode_language_model
 from edgeify.compress import distill, prune
@@ -18,7 +18,7 @@ from edgeify.errors import UsageError
 from edgeify.families import CAUSAL_LM, loader
 from edgeify.families.anatomy import blocks
 
-FAMILIES = ["electra", "albert", "gpt-neo"]
+FAMILIES = families.names()  # every registered family
 
 
 def _data(family, tokenizer, id2label, n=96, seq_len=48) -> compress.TrainData:

@@ -18,7 +18,7 @@ from edgeify.families import CAUSAL_LM
 from edgeify.runtimes import open_runner
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
-FAMILIES = ["electra", "albert", "gpt-neo"]
+FAMILIES = families.names()  # every registered family
 EVAL_SEED = 1234  # edgeify's own evaluation text for starters: never trained on
 
 

@@ -9,9 +9,10 @@ import numpy as np
 import pytest
 
 from edgeify.export import onnx_graph, onnx_norms
+from edgeify import families
 from edgeify.families import CAUSAL_LM
 
-FAMILIES = ["electra", "albert", "gpt-neo"]
+FAMILIES = families.names()  # every registered family
 
 
 @pytest.fixture(scope="module", params=FAMILIES)

@@ -19,9 +19,10 @@ from edgeify.calibration.tokenize import Batch, encode_classification
 from edgeify.errors import EdgeifyError
 from edgeify.evaluate import evaluate, scorer
 from edgeify.export import Validation, config_record, get_backend
+from edgeify.contract import sha256_of
 from edgeify.export.openvino import (
     RT_BIN_SHA256, RT_PRECISION, RT_SHAPES, AccuracyControlledInt8, AsRunByDefault, Fp16Weights, Int8,
-    OpenVinoBackend, WeightsOnly, quantized_matmuls, sha256_of)
+    OpenVinoBackend, WeightsOnly, quantized_matmuls)
 from edgeify.families import CAUSAL_LM
 from edgeify.runtimes import open_runner
 from edgeify.runtimes.openvino_runner import SHAPES_ENV, OpenVinoRunner, default_precision
@@ -29,7 +30,7 @@ from edgeify.runtimes.openvino_runner import SHAPES_ENV, OpenVinoRunner, default
 # oneDNN capped below bf16 (AVX-512 with VNNI, no BF16): how a CPU without bf16 is imitated here
 NO_BF16 = {"ONEDNN_MAX_CPU_ISA": "AVX512_CORE_VNNI"}
 
-FAMILIES = ["electra", "albert", "gpt-neo"]
+FAMILIES = families.names()  # every registered family
 
 
 @pytest.fixture(autouse=True)
