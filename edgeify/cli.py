@@ -104,8 +104,9 @@ def cli():
                    "is refused: static quantizers calibrated on a few rows lose points.")
 @click.option("--n-eval", type=click.IntRange(1), help="Evaluation samples [default: 1000; LM: 100 windows].")
 @click.option("--max-accuracy-drop", type=click.FloatRange(0.0),
-              help="Accuracy points (or % perplexity) int8 may lose [default: 1]. When given, OpenVINO "
-                   "int8 also runs NNCF's accuracy-controlled quantization on the eval set.")
+              help="Accuracy points (or % perplexity) int8 may lose [default: 1]. When given, ONNX "
+                   "(dynamic and static) and OpenVINO int8 also build accuracy-controlled files: the layers "
+                   "that cost the most on the eval set go back to float until the drop is within it.")
 @click.option("-o", "--out", "out_dir", help="Output directory [default: edgeify-out/<model>].")
 @click.option("--force", is_flag=True, help="Overwrite an existing output directory.")
 @click.option("--bench-seconds", default=6.0, show_default=True, type=click.FloatRange(0.0),

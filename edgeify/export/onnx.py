@@ -18,9 +18,11 @@ from pathlib import Path
 import numpy as np
 
 from edgeify.export import (
-    Artifact, config_record, handler_for, logits_module, register_backend, written_atomically)
-from edgeify.export.onnx_graph import (check, 
-    bypass_weight_identities, dedupe_initializers, gather_rows_early, pin_head_counts)
+    Artifact, Validation, config_record, handler_for, logits_module, register_backend, written_atomically)
+from edgeify.export import onnx_accuracy
+from edgeify.export.onnx_accuracy import AccuracyControlledInt8
+from edgeify.export.onnx_graph import (
+    bypass_weight_identities, check, dedupe_initializers, gather_rows_early, pin_head_counts)
 from edgeify.export.onnx_norms import fold_norm_shifts, lower_norms
 
 log = logging.getLogger(__name__)
@@ -188,7 +190,9 @@ class _Reader:
         self._it = iter(self._rows)
 
 
-def quantize_dynamic_int8(fp32: Artifact, family, calibration, config: DynamicInt8, out: Path) -> Artifact:
+def quantize_dynamic_int8(fp32: Artifact, family, calibration, config: DynamicInt8, out: Path,
+                          excluded: tuple[str, ...] = ()) -> Artifact:
+    """`excluded`: more nodes left float (accuracy control), beside the family's float ops."""
     import onnx
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
@@ -198,7 +202,7 @@ def quantize_dynamic_int8(fp32: Artifact, family, calibration, config: DynamicIn
         tmp_out = Path(tmp) / out.name
         quantize_dynamic(str(pre), str(tmp_out), op_types_to_quantize=list(family.int8_ops),
                          per_channel=config.per_channel, reduce_range=config.reduce_range,
-                         weight_type=QuantType.QInt8, nodes_to_exclude=_nodes_kept_float(pre, family),
+                         weight_type=QuantType.QInt8, nodes_to_exclude=_nodes_kept_float(pre, family) + list(excluded),
                          extra_options={"MatMulConstBOnly": True,
                                         "DefaultTensorType": onnx.TensorProto.FLOAT})
         os.replace(tmp_out, out)
@@ -207,7 +211,9 @@ def quantize_dynamic_int8(fp32: Artifact, family, calibration, config: DynamicIn
                      "int8_op_types": list(family.int8_ops)})
 
 
-def quantize_static_int8(fp32: Artifact, family, calibration, config: StaticInt8, out: Path) -> Artifact:
+def quantize_static_int8(fp32: Artifact, family, calibration, config: StaticInt8, out: Path,
+                         excluded: tuple[str, ...] = ()) -> Artifact:
+    """`excluded`: more nodes left float (accuracy control), beside the family's float ops."""
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
 
@@ -217,7 +223,7 @@ def quantize_static_int8(fp32: Artifact, family, calibration, config: StaticInt8
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         pre = Path(tmp) / "pre.onnx"
         pre_note = _pre_process(Path(src), pre)
-        excluded = _nodes_kept_float(pre, family)
+        excluded = _nodes_kept_float(pre, family) + list(excluded)
         tmp_out = Path(tmp) / out.name
         quantize_static(str(pre), str(tmp_out), _Reader(calibration, family.onnx_inputs),
                         quant_format=QuantFormat.QDQ, op_types_to_quantize=[o for o in family.int8_ops if o in STATIC_OPS],
@@ -236,7 +242,27 @@ def quantize_static_int8(fp32: Artifact, family, calibration, config: StaticInt8
 # QDQ handles plain ops only (no fused Attention); Gather only where the family asks.
 STATIC_OPS = ("MatMul", "Gather")
 
+
+def quantize_accuracy_controlled(fp32: Artifact, family, calibration, config: AccuracyControlledInt8, out: Path,
+                                 validation: Validation | None = None) -> Artifact:
+    """The base int8 (dynamic or static) with the most harmful layers reverted to float until
+    the drop is within the budget (onnx_accuracy)."""
+    import onnx
+
+    static = config.base == "static"
+    quantize, base = (quantize_static_int8, StaticInt8()) if static else (quantize_dynamic_int8, DynamicInt8())
+    source = Path(fp32.internal.get("plain", fp32.path)) if static else fp32.path
+    ops = [o for o in family.int8_ops if o in STATIC_OPS] if static else list(family.int8_ops)
+    candidates = [n.name for n in onnx.load(source, load_external_data=False).graph.node
+                  if n.op_type in ops and n.op_type not in family.keep_float_ops and n.name]
+    rows = [{n: calibration.inputs[n][i:i + 1] for n in family.onnx_inputs} for i in range(len(calibration))]
+    notes = onnx_accuracy.control(
+        fp32, source, candidates, lambda excluded, path: quantize(fp32, family, calibration, base, path, excluded),
+        rows, validation, config, out)
+    return onnx_accuracy.artifact(fp32, config, out, notes)
+
 QUANTIZERS = {DynamicInt8: quantize_dynamic_int8, StaticInt8: quantize_static_int8}
+VALIDATED = {AccuracyControlledInt8: quantize_accuracy_controlled}  # handlers that take the evaluation set
 
 
 @register_backend("onnx")
@@ -281,9 +307,12 @@ class OnnxBackend:
                  validation=None) -> Artifact:
         from edgeify.export import onnx_decoder
 
+        stem = fp32.path.name.split(".")[0]  # model or decoder
+        if type(config) in VALIDATED:
+            return VALIDATED[type(config)](fp32, family, calibration, config,
+                                           out_dir / f"{stem}.{config.precision}.onnx", validation)
         handlers = {**QUANTIZERS, onnx_decoder.WeightOnly: onnx_decoder.quantize_weights}
         handler = handler_for(handlers, config, "ONNX quantizer")
-        stem = fp32.path.name.split(".")[0]  # model or decoder
         precision = (f"int{config.bits}-weights" if isinstance(config, onnx_decoder.WeightOnly)
                      else {DynamicInt8: "int8-dynamic", StaticInt8: "int8-static"}[type(config)])
         art = handler(fp32, family, calibration, config, out_dir / f"{stem}.{precision}.onnx")
@@ -295,8 +324,11 @@ class OnnxBackend:
         return []
 
     def int8_configs(self, family, max_accuracy_drop: float | None = None) -> list:
-        # No accuracy-controlled mode here: the budget only steers the selection.
-        return [DynamicInt8(), StaticInt8()]
+        """Dynamic and static int8; with a budget also each of them accuracy-controlled."""
+        configs: list = [DynamicInt8(), StaticInt8()]
+        if max_accuracy_drop is not None:
+            configs += [AccuracyControlledInt8(max_drop=max_accuracy_drop, base=b) for b in ("dynamic", "static")]
+        return configs
 
     def export_decoder(self, model, family, out_dir: Path, max_length: int | None = None,
                        prefill_len: int | None = None) -> Artifact:
