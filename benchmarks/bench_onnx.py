@@ -105,6 +105,8 @@ def common_args(doc: str, seconds: float) -> argparse.ArgumentParser:
     ap.add_argument("--n-eval", type=int, default=1000)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--seconds", type=float, default=seconds, help="timing budget per model per round")
+    ap.add_argument("--max-accuracy-drop", type=float,
+                    help="also edgeify's accuracy-controlled int8 files, with this budget")
     ap.add_argument("--name", required=True)
     ap.add_argument("--work", help="work dir (default: a temp dir)")
     return ap
@@ -183,7 +185,7 @@ def main() -> int:
     t0 = time.time()
     rep = edgeify.run(str(model_dir), int8=True, data=args.data, text_column=args.text_column,
                       label_column=args.label_column, seq_len=args.seq_len, n_eval=args.n_eval,
-                      out_dir=str(work / "edgeify"), force=True,
+                      out_dir=str(work / "edgeify"), force=True, max_accuracy_drop=args.max_accuracy_drop,
                       log_fn=lambda m: print(m, file=sys.stderr))
     out = Path(rep["output_dir"])
     family = loader.peek_family(str(model_dir))

@@ -59,7 +59,7 @@ def fragile(starter_dir, tmp_path_factory):
     for layer in FRAGILE_LAYERS:
         _make_fragile(loaded.model, layer)
     out = tmp_path_factory.mktemp("onnx-fragile")
-    texts = synthetic.paragraphs(48, seed=5)
+    texts = synthetic.paragraphs(16, seed=5)  # few calibration rows: static re-calibrates per try
     calibration = encode_classification(loaded.tokenizer, texts, [0] * len(texts), 32, loaded.family.onnx_inputs)
     artifact = OnnxBackend().export(loaded.model, loaded.family, calibration.inputs, out)
     reviews = [t for t, _ in synthetic.labelled_reviews(64, seed=11)]
