@@ -257,9 +257,9 @@ def quantize_accuracy_controlled(fp32: Artifact, family, calibration, config: Ac
                   if n.op_type in ops and n.op_type not in family.keep_float_ops and n.name]
     rows = [{n: calibration.inputs[n][i:i + 1] for n in family.onnx_inputs} for i in range(len(calibration))]
     notes = onnx_accuracy.control(
-        fp32, source, candidates, lambda excluded, path: quantize(fp32, family, calibration, base, path, excluded),
+        fp32, candidates, lambda excluded, path: quantize(fp32, family, calibration, base, path, excluded),
         rows, validation, config, out)
-    return onnx_accuracy.artifact(fp32, config, out, notes)
+    return onnx_accuracy.artifact(config, out, notes)
 
 QUANTIZERS = {DynamicInt8: quantize_dynamic_int8, StaticInt8: quantize_static_int8}
 VALIDATED = {AccuracyControlledInt8: quantize_accuracy_controlled}  # handlers that take the evaluation set

@@ -120,10 +120,11 @@ def _revert(quantize, ranked: list[str], drop_of, budget: float, best: tuple, wo
     return tried[high]
 
 
-def control(fp32: Artifact, source: Path, candidates: list[str], quantize: Callable[[tuple[str, ...], Path], None],
+def control(fp32: Artifact, candidates: list[str], quantize: Callable[[tuple[str, ...], Path], None],
             calibration_rows: list[dict], validation: Validation | None, config: AccuracyControlledInt8,
             out: Path) -> dict:
-    """Run the loop; the chosen model is written to `out`; returns the report's notes."""
+    """Run the loop over `candidates` (node names of the graph `quantize` starts from); the
+    chosen model is written to `out`; returns the report's notes."""
     if validation is None:
         raise EdgeifyError("accuracy-controlled quantization needs the evaluation set")
     reference = _score(fp32.path, validation)
@@ -157,5 +158,5 @@ def control(fp32: Artifact, source: Path, candidates: list[str], quantize: Calla
     return notes
 
 
-def artifact(fp32: Artifact, config: AccuracyControlledInt8, out: Path, notes: dict) -> Artifact:
+def artifact(config: AccuracyControlledInt8, out: Path, notes: dict) -> Artifact:
     return Artifact("onnx", config.precision, out, config_record(config), notes)
