@@ -104,13 +104,10 @@ def bench_artifact(artifact: str | Path, *, seq_len: int = 128, batch: int = 1, 
 
     tgt = targets.get(target)
     fmt = formats.of(artifact)
-    fmt = fmt.name if fmt is not None else None
     if fmt is not None:
-        tgt.check_format(fmt)
-    if fmt == "tflite" and tgt.tflite_runtime and Path(artifact).is_file():
-        from edgeify.export.tflite_common import op_notes
-
-        reason = tgt.refusal(fmt, op_notes(Path(artifact)))
+        tgt.check_format(fmt.name)
+    if fmt is not None and fmt.file_notes is not None and tgt.tflite_runtime and Path(artifact).is_file():
+        reason = tgt.refusal(fmt.name, fmt.file_notes(Path(artifact)))
         if reason:
             raise EdgeifyError(f"target {tgt.name!r} refuses {artifact}: {reason}")
     names = _check_bench_shape(Path(artifact), seq_len, batch)

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from edgeify.export import written_atomically
-from edgeify.runtimes.tflite_file import describe
+from edgeify.runtimes.tflite_file import describe, op_notes  # noqa: F401  (op_notes: used by the exporters)
 
 log = logging.getLogger("edgeify.export.tflite")
 
@@ -98,17 +98,6 @@ def quiet():
 def family_ops(family, allowed: tuple[str, ...]) -> list[str]:
     wanted = {t for op in family.int8_ops for t in TFLITE_OPS.get(op, ())}
     return [op for op in allowed if op in wanted]
-
-
-def op_notes(path: Path) -> dict:
-    """The file's ops and versions, constants by type, and the ops each TFLite runtime we
-    have a measured op table for cannot load (runtimes/tflite_ops)."""
-    from edgeify.runtimes import tflite_ops
-
-    ops, constants = describe(path)
-    versions = {k: v["versions"] for k, v in ops.items()}
-    return {"ops": versions, "constant_elements_by_type": constants,
-            "ops_missing_in": {rt: tflite_ops.offending_ops(versions, rt) for rt in tflite_ops.TABLES}}
 
 
 def quantize_file(src: Path, out: Path, recipe, calibration_rows: list[dict] | None = None) -> None:

@@ -60,6 +60,9 @@ class Format:
     companions: Callable[[Path], list[Path]] = field(default=_none)  # files that travel with it
     corrupt_reason: Callable[[Path], str | None] = field(default=_no_damage)
     file_precision: Callable[[Path], str] | None = None  # as the runner reports, read from the file
+    # the notes a target's refusal reads (targets.Target.refusal), from the file alone: for a
+    # file met outside a run (`edgeify bench FILE`), whose export notes are not at hand
+    file_notes: Callable[[Path], dict] | None = None
 
     def cost_module(self):
         return importlib.import_module(self.cost_reader)

@@ -63,3 +63,14 @@ def constant_types(schema, model) -> dict[str, int]:
         if buf is not None and (buf.DataLength() > 0 or buf.Size() > 0):
             counts[types.get(t.Type(), str(t.Type()))] += int(np.prod(t.ShapeAsNumpy())) if t.ShapeLength() else 1
     return dict(counts)
+
+
+def op_notes(path: Path) -> dict:
+    """The file's ops and versions, constants by type, and the ops each TFLite runtime we
+    have a measured op table for cannot load (runtimes/tflite_ops)."""
+    from edgeify.runtimes import tflite_ops
+
+    ops, constants = describe(path)
+    versions = {k: v["versions"] for k, v in ops.items()}
+    return {"ops": versions, "constant_elements_by_type": constants,
+            "ops_missing_in": {rt: tflite_ops.offending_ops(versions, rt) for rt in tflite_ops.TABLES}}

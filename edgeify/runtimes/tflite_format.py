@@ -7,6 +7,7 @@ from pathlib import Path
 from edgeify.contract import TFLITE_IDS, TFLITE_LOGITS, TFLITE_POS, TFLITE_PREFILL
 from edgeify.errors import EdgeifyError, UsageError
 from edgeify.runtimes.formats import Format, Snippet, register_format
+from edgeify.runtimes.tflite_file import op_notes
 from edgeify.runtimes.tflite_runner import TfliteRunner, _precision_of
 
 
@@ -62,4 +63,4 @@ TFLITE = register_format(Format(
                      "except ImportError:  # Raspberry Pi OS: pip install tflite-runtime",
                      "    from tflite_runtime.interpreter import Interpreter"),
     snippet=snippet, cost_reader="edgeify.targets.cost_tflite", corrupt_reason=corrupt_reason,
-    file_precision=_precision_of))
+    file_precision=_precision_of, file_notes=op_notes))

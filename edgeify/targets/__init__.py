@@ -58,10 +58,13 @@ class Target:
     def refusal(self, fmt: str, notes: dict) -> str | None:
         """Why this target will not take an artifact (from its export notes), or None.
 
-        A TFLite file is refused when the device's runtime lacks one of its ops or op
-        versions (the measured op table), or when it was run on that runtime and failed or
-        gave other results than the runtime it was built with."""
-        if fmt != "tflite" or not self.tflite_runtime:
+        A profile may pin the TFLite runtime its device has (`tflite_runtime`). A file that
+        runtime runs (its format's record says so) is refused when the runtime lacks one of
+        its ops or op versions (the measured op table), or when it was run on that runtime
+        and failed or gave other results than the runtime it was built with."""
+        from edgeify.runtimes import formats
+
+        if not self.tflite_runtime or fmt not in formats.names() or formats.get(fmt).runtime != "tflite":
             return None
         missing = (notes.get("ops_missing_in") or {}).get(self.tflite_runtime)
         if missing:

@@ -70,7 +70,7 @@ def test_refusal_reasons_from_notes():
 
 
 def test_gather_nd_v5_flagged_and_refused(gather_nd_v5):
-    from edgeify.export.tflite_common import op_notes
+    from edgeify.runtimes.tflite_file import op_notes
 
     notes = op_notes(gather_nd_v5)
     assert notes["ops"]["GATHER_ND"] == [5]
