@@ -32,7 +32,7 @@ class RunConfig:
     force: bool = False
     # Accuracy points (classification) or % perplexity (LM) an int8 artifact may lose.
     # None: select within DEFAULT_BUDGET; given: formats with an accuracy-controlled
-    # quantizer (OpenVINO) also run it with this bound.
+    # quantizer (ONNX, OpenVINO) also run it with this bound.
     max_accuracy_drop: float | None = None
     max_memory_mb: float | None = None  # refuse artifacts whose weights + runtime need more
     # time (and evaluate) the artifacts on the device itself over SSH: user@host[:port]

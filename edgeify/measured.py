@@ -1,7 +1,8 @@
 """What the pipeline measured, as the report's rows: one dict per timed model.
 
-A `Measured` holds one model's evaluation and timing together, so a row is built from
-the thing it describes and nothing is matched up by its position in a list.
+Each row is built from the record of the thing it describes (a `Built` artifact with its
+evaluation, the `Baseline`, a `Stage`) and that thing's timing, looked up by key, so
+nothing is matched up by its position in a list.
 """
 
 from __future__ import annotations

@@ -21,6 +21,11 @@ class Batch:
     def rows(self, start: int, stop: int) -> dict[str, np.ndarray]:
         return {k: v[start:stop] for k, v in self.inputs.items()}
 
+    def samples(self, names) -> list[dict[str, np.ndarray]]:
+        """One feed dict per sample (batch 1) of the inputs `names`: what the quantizers'
+        calibration readers iterate over."""
+        return [{n: self.inputs[n][i:i + 1] for n in names} for i in range(len(self))]
+
 
 def encode_classification(tokenizer, texts: list[str], labels: list[int] | None,
                           seq_len: int, input_names: tuple[str, ...]) -> Batch:

@@ -180,7 +180,7 @@ class _Reader:
     """CalibrationDataReader over the calibration batch, one sample at a time."""
 
     def __init__(self, batch, names):
-        self._rows = [{n: batch.inputs[n][i:i + 1] for n in names} for i in range(len(batch))]
+        self._rows = batch.samples(names)
         self._it = iter(self._rows)
 
     def get_next(self):
@@ -255,11 +255,11 @@ def quantize_accuracy_controlled(fp32: Artifact, family, calibration, config: Ac
     ops = [o for o in family.int8_ops if o in STATIC_OPS] if static else list(family.int8_ops)
     candidates = [n.name for n in onnx.load(source, load_external_data=False).graph.node
                   if n.op_type in ops and n.op_type not in family.keep_float_ops and n.name]
-    rows = [{n: calibration.inputs[n][i:i + 1] for n in family.onnx_inputs} for i in range(len(calibration))]
     notes = onnx_accuracy.control(
         fp32, candidates, lambda excluded, path: quantize(fp32, family, calibration, base, path, excluded),
-        rows, validation, config, out)
+        calibration.samples(family.onnx_inputs), validation, config, out)
     return onnx_accuracy.artifact(config, out, notes)
+
 
 QUANTIZERS = {DynamicInt8: quantize_dynamic_int8, StaticInt8: quantize_static_int8}
 VALIDATED = {AccuracyControlledInt8: quantize_accuracy_controlled}  # handlers that take the evaluation set

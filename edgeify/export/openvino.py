@@ -100,11 +100,6 @@ def _precision_name(config) -> str:
     return {Fp16Weights: "fp16", Int8: "int8", AccuracyControlledInt8: "int8-accuracy-controlled"}[type(config)]
 
 
-def _samples(batch, names) -> list[dict[str, np.ndarray]]:
-    """One feed dict per sample: NNCF iterates over data items."""
-    return [{n: batch.inputs[n][i:i + 1] for n in names} for i in range(len(batch))]
-
-
 def quantized_matmuls(model) -> list[str]:
     """MatMuls that run in int8: those fed by a FakeQuantize on an input."""
     out = []
@@ -129,7 +124,7 @@ def quantize_int8(fp32: Artifact, family, calibration, config: Int8, out: Path,
 
     model = _read(fp32.path)
     quantized = nncf.quantize(
-        model, nncf.Dataset(_samples(calibration, family.onnx_inputs)),
+        model, nncf.Dataset(calibration.samples(family.onnx_inputs)),
         preset=nncf.QuantizationPreset(config.preset), model_type=nncf.ModelType.TRANSFORMER,
         subset_size=min(config.subset_size, len(calibration)),
         fast_bias_correction=config.fast_bias_correction)
@@ -168,7 +163,7 @@ def quantize_accuracy_controlled(fp32: Artifact, family, calibration, config: Ac
                            "evaluation set; check the labels of --data")
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         quantized = nncf.quantize_with_accuracy_control(
-            model, nncf.Dataset(_samples(calibration, family.onnx_inputs)),
+            model, nncf.Dataset(calibration.samples(family.onnx_inputs)),
             nncf.Dataset(list(range(validation.n_items))), validation_fn=validate,
             max_drop=config.max_drop, drop_type=nncf.DropType.ABSOLUTE,
             preset=nncf.QuantizationPreset(config.preset), model_type=nncf.ModelType.TRANSFORMER,

@@ -22,8 +22,9 @@ from edgeify import contract
 from edgeify.export import Artifact
 
 # Keys written into the IR's rt_info (kept in the .xml), next to export/openvino.py's.
-RT_DECODER, RT_MAX_LENGTH, RT_WINDOW = (list(k) for k in (contract.OV_DECODER, contract.OV_MAX_LENGTH,
-                                                         contract.OV_LOCAL_WINDOW))
+RT_DECODER = list(contract.OV_DECODER)        # "stateful"
+RT_MAX_LENGTH = list(contract.OV_MAX_LENGTH)  # tokens the cache may hold
+RT_WINDOW = list(contract.OV_LOCAL_WINDOW)    # attention window of the local layers
 STATEFUL = contract.OV_STATEFUL
 
 

@@ -81,8 +81,7 @@ def quantize_static(fp32: Artifact, family, calibration, config: StaticInt8, out
     ops = family_ops(family, config.ops)
     tables = family_ops(family, config.table_ops)
     names = family.onnx_inputs
-    rows = [{n: calibration.inputs[n][i:i + 1].astype(np.int32) for n in names}
-            for i in range(len(calibration))]
+    rows = [{n: v.astype(np.int32) for n, v in row.items()} for row in calibration.samples(names)]
 
     def add(m):
         for op in ops:

@@ -19,9 +19,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
 
-Shape = tuple  # a declared input shape: ints, None for a dynamic axis
-
-
 @dataclass(frozen=True)
 class Snippet:
     """What a format's deployment-card lines may use. The lines before them define `feeds`
@@ -51,7 +48,7 @@ class Format:
     runtime: str                               # what runs it, as reports name it
     packages: tuple[str, ...]                  # pip packages the card pins, first preferred
     install: str                               # how to install the runtime on a device
-    declared_inputs: Callable[[Path], dict]    # {name: Shape | None}, without loading weights
+    declared_inputs: Callable[[Path], dict]    # {name: runtimes.Shape | None}, without loading weights
     card_inputs: Callable[[Path], list[dict]]  # [{name, shape, dtype}] as the file declares them
     snippet_imports: tuple[str, ...]           # the card's import lines
     snippet: Callable[[Snippet], list[str]]    # the card's lines that load the file and run it

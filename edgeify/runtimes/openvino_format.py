@@ -51,22 +51,22 @@ def companions(path: Path) -> list[Path]:
     return [weights]
 
 
-def _rt(path: Path | None, key: tuple[str, ...]) -> str | None:
-    if path is None or not path.exists():
-        return None
-    node = ET.parse(path).getroot().find("rt_info/" + "/".join(key))
-    return node.get("value") if node is not None else None
+def _rt_info(path: Path | None, *keys: tuple[str, ...]) -> list[str | None]:
+    """The values of rt_info `keys` in the IR's .xml, parsed once (None: absent, or no file)."""
+    root = ET.parse(path).getroot() if path is not None and path.exists() else None
+    nodes = [root.find("rt_info/" + "/".join(key)) if root is not None else None for key in keys]
+    return [node.get("value") if node is not None else None for node in nodes]
 
 
 def snippet(s: Snippet) -> list[str]:
     """Loads the IR as edgeify timed it: its precision hint (none where the IR asks for the
     CPU's own choice, "native"), and static shapes where the IR was timed so."""
-    value = _rt(s.file, OV_PRECISION) or "f32"
-    hint = None if value == "native" else value
+    precision, shapes = _rt_info(s.file, OV_PRECISION, OV_SHAPES)
+    hint = None if precision == "native" else (precision or "f32")
     config = {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_NUM_THREADS": s.threads, "NUM_STREAMS": 1,
               **({"INFERENCE_PRECISION_HINT": hint} if hint else {})}
     lines = ["core = ov.Core()", f"model = core.read_model({s.path!r})"]
-    if not s.decoder and _rt(s.file, OV_SHAPES) == "static":
+    if not s.decoder and shapes == "static":
         lines += ["model.reshape({k: list(v.shape) for k, v in feeds.items()})  # static shapes: faster kernels"]
     lines += [f'request = core.compile_model(model, "CPU", {config!r}).create_infer_request()']
     if s.decoder:

@@ -34,6 +34,7 @@ from pathlib import Path
 
 from edgeify.targets.cost_model import ELEMENTWISE_FLOPS, PRECISIONS, Cost, Tally, prod  # noqa: F401
 
+
 def graph_cost(path: Path, batch: int, seq_len: int) -> Cost:
     """Cost of one forward at (batch, seq_len) from an artifact's graph (.onnx, .xml, .tflite).
 

@@ -116,17 +116,17 @@ def companion_files(artifact: Path) -> list[Path]:
     from edgeify.runtimes import is_decoder
 
     artifact = Path(artifact)
-    accepted = ", ".join(_remote_suffixes())
+    remote = _remote_suffixes()
+    accepted = ", ".join(remote)
     if not artifact.is_file():
         raise UsageError(f"artifact not found: {artifact}" if not artifact.exists()
                          else f"{artifact}: remote timing takes one file ({accepted}), not a directory")
-    fmt = formats.of(artifact)
-    if fmt is None or artifact.suffix.lower() not in _remote_suffixes():
+    if artifact.suffix.lower() not in remote:
         raise UsageError(f"{artifact}: remote timing takes {accepted} files, not {artifact.suffix or 'this'}")
     if is_decoder(artifact):
         raise UsageError(f"{artifact}: a cached decoder (key/value cache inputs or state); timing one on "
                          "a remote device is not supported yet: time it locally, or time a logits-only export")
-    return [artifact, *fmt.companions(artifact)]
+    return [artifact, *formats.of(artifact).companions(artifact)]
 
 
 def _precision(artifact: Path) -> str:
