@@ -122,6 +122,7 @@ def edgeify_int8_run(args, fmt: str, work: Path, model_dir: Path) -> tuple[dict,
                       text_column=args.text_column, label_column=args.label_column,
                       seq_len=args.seq_len, n_eval=args.n_eval, out_dir=str(work / "edgeify"),
                       force=True, bench_seconds=1.0, bench_rounds=1,
+                      max_accuracy_drop=getattr(args, "max_accuracy_drop", None),
                       log_fn=lambda m: print(m, file=sys.stderr))
     out = Path(rep["output_dir"])
     values = {"pytorch": rep["baseline"]["metric"]["value"]}

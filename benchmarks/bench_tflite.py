@@ -10,6 +10,9 @@ EDGEIFY_TFLITE_PYTHONS (as on Raspberry Pi OS) when set.
 
     python benchmarks/bench_tflite.py --model DIR --data tweets.csv --name tflite-electra-minilm-tweets
     python benchmarks/bench_tflite.py --shape electra-small --name tflite-electra-small-shape
+
+With --max-accuracy-drop X the accuracy-controlled files (dynamic and static) are built,
+timed and listed too, with what each reverted to float.
 """
 
 from __future__ import annotations
@@ -59,6 +62,26 @@ def accuracy_on(python: str, model: Path, batch, threads: int) -> float:
     return float((logits.argmax(-1) == batch.labels).mean() * 100)
 
 
+CONTROLLED = ("int8-dynamic-accuracy-controlled", "int8-static-accuracy-controlled")
+
+
+def controlled_notes(rep: dict, p50: dict, labels: dict) -> list[str]:
+    """One line per accuracy-controlled file: the drops, what went back to float, and its
+    latency against the uncontrolled file of the same base."""
+    lines = []
+    for a in rep["artifacts"]:
+        n = a["notes"]
+        if a["precision"] not in CONTROLLED:
+            continue
+        plain = a["precision"].replace("-accuracy-controlled", "")
+        lines += ["", f"{a['precision']}: initial drop {n['initial_int8_drop']:g}, final {n['final_drop']:g} "
+                      f"({'within' if n['within_budget'] else 'NOT within'} {a['config']['max_drop']:g}); "
+                      f"{len(n['reverted_to_float'])} of {n['ranking']['layers_ranked']} ranked layers float; "
+                      f"latency {p50[labels[a['precision']]] / p50[labels[plain]]:.2f}x {plain}"]
+        lines += [f"  - {layer}" for layer in n["reverted_to_float"]]
+    return lines
+
+
 def main() -> int:
     args = common_args(__doc__, seconds=4.0).parse_args()
 
@@ -88,12 +111,15 @@ def main() -> int:
     pi_python = next((p for p in os.environ.get("EDGEIFY_TFLITE_PYTHONS", "").split(os.pathsep) if p), None)
     on_pi_acc = {}
     if pi_python and family.task != "causal-lm":
-        for key in ("fp32", "int8-dynamic", "int8-static", "plain"):
+        for key in ("fp32", "int8-dynamic", "int8-static", *CONTROLLED, "plain"):
+            if key not in paths:
+                continue
             on_pi_acc[key] = accuracy_on(pi_python, paths[key], data.evaluation, args.threads)
             print(f"{key} on tflite-runtime 2.14: {on_pi_acc[key]:.2f}", file=sys.stderr)
 
     runs = [("PyTorch fp32 eager", "pytorch"), ("TFLite fp32", "fp32"), ("TFLite fp16 weights", "fp16"),
             ("edgeify TFLite int8 dynamic range", "int8-dynamic"), ("edgeify TFLite int8 static", "int8-static"),
+            *[(f"edgeify TFLite {key}", key) for key in CONTROLLED if key in paths],
             ("plain ai-edge-quantizer dynamic_wi8_afp32", "plain")]
     feeds = data.evaluation.rows(0, 1)
     lat: dict[str, list[float]] = {label: [] for label, _ in runs}
@@ -141,6 +167,7 @@ def main() -> int:
               f"Fastest edgeify int8 ({best}): latency {p50[best_label] / t32:.2f}x TFLite fp32 (target <= 0.7x), "
               f"file {size_of(paths[best]) / s32:.2f}x (target <= 0.3x), {metric} "
               f"{values[best] - values['pytorch']:+.2f} vs PyTorch fp32 (target: drop <= 1.5)."]
+    lines += controlled_notes(rep, p50, {key: label for label, key in runs})
     save_result(args.name, "\n".join(lines) + "\n")
     return 0
 

@@ -105,7 +105,7 @@ def cli():
 @click.option("--n-eval", type=click.IntRange(1), help="Evaluation samples [default: 1000; LM: 100 windows].")
 @click.option("--max-accuracy-drop", type=click.FloatRange(0.0),
               help="Accuracy points (or % perplexity) int8 may lose [default: 1]. When given, ONNX "
-                   "(dynamic and static) and OpenVINO int8 also build accuracy-controlled files: the layers "
+                   "and TFLite (dynamic and static) and OpenVINO int8 also build accuracy-controlled files: the layers "
                    "that cost the most on the eval set go back to float until the drop is within it.")
 @click.option("-o", "--out", "out_dir", help="Output directory [default: edgeify-out/<model>].")
 @click.option("--force", is_flag=True, help="Overwrite an existing output directory.")

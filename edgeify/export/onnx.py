@@ -19,8 +19,8 @@ import numpy as np
 
 from edgeify.export import (
     Artifact, Validation, config_record, handler_for, logits_module, register_backend, written_atomically)
-from edgeify.export import onnx_accuracy
-from edgeify.export.onnx_accuracy import AccuracyControlledInt8
+from edgeify.export import accuracy_control
+from edgeify.export.accuracy_control import AccuracyControlledInt8
 from edgeify.export.onnx_graph import (
     bypass_weight_identities, check, dedupe_initializers, gather_rows_early, pin_head_counts)
 from edgeify.export.onnx_norms import fold_norm_shifts, lower_norms
@@ -245,8 +245,8 @@ STATIC_OPS = ("MatMul", "Gather")
 
 def quantize_accuracy_controlled(fp32: Artifact, family, calibration, config: AccuracyControlledInt8, out: Path,
                                  validation: Validation | None = None) -> Artifact:
-    """The base int8 (dynamic or static) with the most harmful layers reverted to float until
-    the drop is within the budget (onnx_accuracy)."""
+    """The base int8 (dynamic or static) with the most harmful nodes reverted to float until
+    the drop is within the budget (accuracy_control), through `nodes_to_exclude`."""
     import onnx
 
     static = config.base == "static"
@@ -255,10 +255,23 @@ def quantize_accuracy_controlled(fp32: Artifact, family, calibration, config: Ac
     ops = [o for o in family.int8_ops if o in STATIC_OPS] if static else list(family.int8_ops)
     candidates = [n.name for n in onnx.load(source, load_external_data=False).graph.node
                   if n.op_type in ops and n.op_type not in family.keep_float_ops and n.name]
-    notes = onnx_accuracy.control(
-        fp32, candidates, lambda excluded, path: quantize(fp32, family, calibration, base, path, excluded),
+    notes = accuracy_control.control(
+        fp32.path, lambda first: quantized_nodes(first, candidates),
+        lambda excluded, path: quantize(fp32, family, calibration, base, path, excluded),
         calibration.samples(family.onnx_inputs), validation, config, out)
-    return onnx_accuracy.artifact(config, out, notes)
+    return accuracy_control.artifact("onnx", config, out, notes)
+
+
+def quantized_nodes(path: Path, candidates: list[str]) -> list[str]:
+    """The candidate nodes the quantizer did quantize, the ones reverting can help: replaced
+    by an integer node (dynamic: the name is gone), or reading a DequantizeLinear (QDQ; the
+    attention's activation x activation MatMuls included, which QDQ quantizes too)."""
+    import onnx
+
+    graph = onnx.load(path, load_external_data=False).graph
+    nodes = {n.name: n for n in graph.node}
+    dequantized = {o for n in graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    return [c for c in candidates if c not in nodes or any(i in dequantized for i in nodes[c].input)]
 
 
 QUANTIZERS = {DynamicInt8: quantize_dynamic_int8, StaticInt8: quantize_static_int8}

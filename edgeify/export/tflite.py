@@ -17,10 +17,12 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeify.export import Artifact, Validation, config_record, handler_for, register_backend, written_atomically
+from edgeify.export import (Artifact, Validation, accuracy_control, config_record, handler_for, register_backend,
+                            written_atomically)
+from edgeify.export.accuracy_control import AccuracyControlledInt8
 from edgeify.export.tflite_common import (  # noqa: F401  (the configs are part of this backend's API)
-    TFLITE_OPS, DynamicInt8, Fp16Weights, StaticInt8, converter_progress, family_ops, op_notes, quantize_file,
-    quiet, recipe, with_runtime_checks)
+    TFLITE_OPS, DynamicInt8, Fp16Weights, StaticInt8, calibrate, converter_progress, family_ops, keep_float,
+    op_notes, op_scopes, quantize_file, quiet, recipe, with_runtime_checks)
 from edgeify.families import CAUSAL_LM
 
 log = logging.getLogger(__name__)
@@ -62,26 +64,38 @@ def make_fp16(fp32: Artifact, family, calibration, config: Fp16Weights, out: Pat
 
 def quantize_dynamic(fp32: Artifact, family, calibration, config: DynamicInt8, out: Path,
                      validation: Validation | None = None) -> Artifact:
-    from ai_edge_quantizer import qtyping
-
     ops = family_ops(family, config.ops)
+    quantize_file(fp32.path, out, _dynamic_recipe(ops, config, ()))
+    return _artifact(out, "int8-dynamic", config, _probe_rows(calibration.inputs, family), {"int8_ops": ops})
+
+
+def _dynamic_recipe(ops: list[str], config: DynamicInt8, excluded: tuple[str, ...]) -> list:
+    from ai_edge_quantizer import qtyping
 
     def add(m):
         for op in ops:
             m.add_dynamic_config(regex=".*", operation_name=qtyping.TFLOperationName[op], num_bits=8,
                                  granularity=qtyping.QuantGranularity[config.granularity])
-    quantize_file(fp32.path, out, recipe(add))
-    return _artifact(out, "int8-dynamic", config, _probe_rows(calibration.inputs, family), {"int8_ops": ops})
+        keep_float(m, excluded)
+    return recipe(add)
 
 
 def quantize_static(fp32: Artifact, family, calibration, config: StaticInt8, out: Path,
                     validation: Validation | None = None) -> Artifact:
-    from ai_edge_quantizer import qtyping
+    ops, tables = family_ops(family, config.ops), family_ops(family, config.table_ops)
+    rows = _calibration_rows(calibration, family)
+    full = _static_recipe(ops, tables, ())
+    quantize_file(fp32.path, out, full, calibrated=calibrate(fp32.path, full, rows))
+    return _artifact(out, "int8-static", config, _probe_rows(calibration.inputs, family),
+                     {"int8_ops": ops + tables, "n_calibration": len(rows)})
 
-    ops = family_ops(family, config.ops)
-    tables = family_ops(family, config.table_ops)
-    names = family.onnx_inputs
-    rows = [{n: v.astype(np.int32) for n, v in row.items()} for row in calibration.samples(names)]
+
+def _calibration_rows(calibration, family) -> list[dict]:
+    return [{n: v.astype(np.int32) for n, v in row.items()} for row in calibration.samples(family.onnx_inputs)]
+
+
+def _static_recipe(ops: list[str], tables: list[str], excluded: tuple[str, ...]) -> list:
+    from ai_edge_quantizer import qtyping
 
     def add(m):
         for op in ops:
@@ -90,9 +104,32 @@ def quantize_static(fp32: Artifact, family, calibration, config: StaticInt8, out
         for op in tables:
             m.add_dynamic_config(regex=".*", operation_name=qtyping.TFLOperationName[op], num_bits=8,
                                  granularity=qtyping.QuantGranularity.TENSORWISE)
-    quantize_file(fp32.path, out, recipe(add), rows)
-    return _artifact(out, "int8-static", config, _probe_rows(calibration.inputs, family),
-                     {"int8_ops": ops + tables, "n_calibration": len(rows)})
+        keep_float(m, excluded)
+    return recipe(add)
+
+
+def quantize_accuracy_controlled(fp32: Artifact, family, calibration, config: AccuracyControlledInt8, out: Path,
+                                 validation: Validation | None = None) -> Artifact:
+    """The base int8 (dynamic-range or full int8) with the most harmful ops reverted to
+    float until the drop is within the budget (accuracy_control), through recipe scopes.
+    Full int8 calibrates once: the ranges of a tensor do not depend on which ops are int8."""
+    if config.base == "static":
+        base = StaticInt8()
+        ops, tables = family_ops(family, base.ops), family_ops(family, base.table_ops)
+        calibrated = calibrate(fp32.path, _static_recipe(ops, tables, ()), _calibration_rows(calibration, family))
+
+        def quantize(excluded, path):
+            quantize_file(fp32.path, path, _static_recipe(ops, tables, excluded), calibrated=calibrated)
+    else:
+        ops = family_ops(family, DynamicInt8().ops)
+        tables = []
+
+        def quantize(excluded, path):
+            quantize_file(fp32.path, path, _dynamic_recipe(ops, DynamicInt8(), excluded))
+    labels = op_scopes(fp32.path, ops + tables)
+    notes = accuracy_control.control(fp32.path, lambda first: list(labels), quantize,
+                                     _calibration_rows(calibration, family), validation, config, out, labels.get)
+    return _artifact(out, config.precision, config, _probe_rows(calibration.inputs, family), notes)
 
 
 def _artifact(path: Path, precision: str, config, probe_rows: dict[str, np.ndarray],
@@ -114,7 +151,9 @@ def _probe_rows(inputs: dict[str, np.ndarray], family) -> dict[str, np.ndarray]:
     return {n: inputs[n][:PROBE_ROWS] for n in family.onnx_inputs}
 
 
-HANDLERS = {Fp16Weights: make_fp16, DynamicInt8: quantize_dynamic, StaticInt8: quantize_static}
+HANDLERS = {Fp16Weights: make_fp16, DynamicInt8: quantize_dynamic, StaticInt8: quantize_static,
+            AccuracyControlledInt8: quantize_accuracy_controlled}
+PRECISIONS = {Fp16Weights: "fp16", DynamicInt8: "int8-dynamic", StaticInt8: "int8-static"}
 
 
 @register_backend("tflite")
@@ -155,7 +194,7 @@ class TfliteBackend:
 
             return quantize_decoder(fp32, family, config)
         handler = handler_for(HANDLERS, config, "TFLite handler")
-        precision = {Fp16Weights: "fp16", DynamicInt8: "int8-dynamic", StaticInt8: "int8-static"}[type(config)]
+        precision = config.precision if isinstance(config, AccuracyControlledInt8) else PRECISIONS[type(config)]
         out = out_dir / fp32.path.name.replace(".fp32.", f".{precision}.")
         return handler(fp32, family, calibration, config, out, validation)
 
@@ -163,7 +202,11 @@ class TfliteBackend:
         return [Fp16Weights()]
 
     def int8_configs(self, family, max_accuracy_drop: float | None = None) -> list:
-        return [DynamicInt8(), StaticInt8()]
+        """Dynamic-range and full int8; with a budget also each of them accuracy-controlled."""
+        configs: list = [DynamicInt8(), StaticInt8()]
+        if max_accuracy_drop is not None:
+            configs += [AccuracyControlledInt8(max_drop=max_accuracy_drop, base=b) for b in ("dynamic", "static")]
+        return configs
 
     decoder_default_length = 512  # cache slots, allocated up front, when --max-length is not given
 

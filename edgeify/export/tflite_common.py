@@ -9,6 +9,8 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import re
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -100,16 +102,28 @@ def family_ops(family, allowed: tuple[str, ...]) -> list[str]:
     return [op for op in allowed if op in wanted]
 
 
-def quantize_file(src: Path, out: Path, recipe, calibration_rows: list[dict] | None = None) -> None:
+def quantize_file(src: Path, out: Path, recipe, calibrated: dict | None = None) -> None:
+    """Quantize `src` by `recipe`; `calibrated`: calibrate()'s ranges, for a recipe with
+    int8 activations."""
     from ai_edge_quantizer import quantizer
 
     qt = quantizer.Quantizer(str(src))
     qt.load_quantization_recipe(recipe)
-    calibration = qt.calibrate({"serving_default": calibration_rows}) if calibration_rows is not None else None
     # its own size report goes to stdout; edgeify's report has the sizes
-    result = qt.quantize(calibration, enable_progress_report=log.isEnabledFor(logging.DEBUG))
+    result = qt.quantize(calibrated, enable_progress_report=log.isEnabledFor(logging.DEBUG))
     with written_atomically(out) as tmp:
         result.export_model(tmp, overwrite=True)
+
+
+def calibrate(src: Path, recipe, rows: list[dict]) -> dict:
+    """The activation ranges of `src` on `rows` (one feed dict each) as the recipe asks for
+    them: {tensor name: min/max}. A range does not depend on which other ops are int8, so
+    one calibration serves every recipe that quantizes a subset of these ops."""
+    from ai_edge_quantizer import quantizer
+
+    qt = quantizer.Quantizer(str(src))
+    qt.load_quantization_recipe(recipe)
+    return qt.calibrate({"serving_default": rows})
 
 
 def recipe(add) -> list:
@@ -118,6 +132,51 @@ def recipe(add) -> list:
     manager = RecipeManager()
     add(manager)
     return manager.get_quantization_recipe()
+
+
+def keep_float(manager, scopes: tuple[str, ...]) -> None:
+    """Leave the ops of these scopes float: ai-edge-quantizer uses the last recipe entry
+    whose regex matches an op's scope, so an exact-match NO_QUANTIZE entry per scope
+    overrides the ".*" entries added before it."""
+    from ai_edge_quantizer import algorithm_manager, qtyping
+
+    for scope in scopes:
+        manager.add_quantization_config(regex=f"^{re.escape(scope)}$", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED,
+                                        algorithm_key=algorithm_manager.AlgorithmName.NO_QUANTIZE)
+
+
+def op_scopes(path: Path, ops: list[str]) -> dict[str, str]:
+    """{scope: readable label} of the file's ops of these types, in graph order. A scope is
+    how ai-edge-quantizer names an op in a recipe (its output tensors' names, each a list of
+    fused source locations); the label is the op type, its index and the module path of its
+    most specific location (see _location)."""
+    from ai_edge_quantizer.utils import tfl_flatbuffer_utils as fb
+
+    model = fb.read_model(str(path))
+    graph, found = model.subgraphs[0], []
+    for index, op in enumerate(graph.operators):
+        code = fb.TFL_OP_CODE_TO_NAME.get(model.operatorCodes[op.opcodeIndex].builtinCode)
+        name = getattr(code, "name", code)
+        if name in set(ops):
+            found.append((fb.get_op_scope(op, graph.tensors), f"{name} #{index}"))
+    shared = Counter(loc for scope, _ in found for loc in set(_locations(scope)))
+    scopes: dict[str, str] = {}
+    for scope, op in found:
+        scopes.setdefault(scope, f"{op} {_location(scope, shared)}")
+    return scopes
+
+
+def _locations(scope: str) -> list[str]:
+    return [part for part in scope.split(";") if "/" in part] or [scope]
+
+
+def _location(scope: str, shared: Counter) -> str:
+    """The op's own source location, the one fewest other ops share (a fused key
+    projection's scope also names the LayerNorm before it and the query beside it), as its
+    last 4 module names: ElectraLayer_1/ElectraAttention_attention/ElectraSelfAttention_self/
+    Linear_key for `m.ElectraEncoder_encoder/m.ElectraLayer_1/.../torch.nn.modules.linear.Linear_key`."""
+    own = min(reversed(_locations(scope)), key=lambda loc: shared[loc])
+    return "/".join(seg.rsplit(".", 1)[-1] for seg in own.split("/")[-4:])
 
 
 def with_runtime_checks(notes: dict, checks: list[dict]) -> dict:
