@@ -59,14 +59,14 @@ def make_fp16(fp32: Artifact, family, calibration, config: Fp16Weights, out: Pat
     quantize_file(fp32.path, out, recipe(lambda m: m.add_weight_only_config(
         regex=".*", operation_name=qtyping.TFLOperationName.ALL_SUPPORTED, num_bits=16,
         algorithm_key=algorithm_manager.AlgorithmName.FLOAT_CASTING)))
-    return _artifact(out, "fp16", config, _probe_rows(calibration.inputs, family))
+    return _artifact(out, config.precision, config, _probe_rows(calibration.inputs, family))
 
 
 def quantize_dynamic(fp32: Artifact, family, calibration, config: DynamicInt8, out: Path,
                      validation: Validation | None = None) -> Artifact:
     ops = family_ops(family, config.ops)
     quantize_file(fp32.path, out, _dynamic_recipe(ops, config, ()))
-    return _artifact(out, "int8-dynamic", config, _probe_rows(calibration.inputs, family), {"int8_ops": ops})
+    return _artifact(out, config.precision, config, _probe_rows(calibration.inputs, family), {"int8_ops": ops})
 
 
 def _dynamic_recipe(ops: list[str], config: DynamicInt8, excluded: tuple[str, ...]) -> list:
@@ -86,7 +86,7 @@ def quantize_static(fp32: Artifact, family, calibration, config: StaticInt8, out
     rows = _calibration_rows(calibration, family)
     full = _static_recipe(ops, tables, ())
     quantize_file(fp32.path, out, full, calibrated=calibrate(fp32.path, full, rows))
-    return _artifact(out, "int8-static", config, _probe_rows(calibration.inputs, family),
+    return _artifact(out, config.precision, config, _probe_rows(calibration.inputs, family),
                      {"int8_ops": ops + tables, "n_calibration": len(rows)})
 
 
@@ -153,7 +153,6 @@ def _probe_rows(inputs: dict[str, np.ndarray], family) -> dict[str, np.ndarray]:
 
 HANDLERS = {Fp16Weights: make_fp16, DynamicInt8: quantize_dynamic, StaticInt8: quantize_static,
             AccuracyControlledInt8: quantize_accuracy_controlled}
-PRECISIONS = {Fp16Weights: "fp16", DynamicInt8: "int8-dynamic", StaticInt8: "int8-static"}
 
 
 @register_backend("tflite")
@@ -194,16 +193,16 @@ class TfliteBackend:
 
             return quantize_decoder(fp32, family, config)
         handler = handler_for(HANDLERS, config, "TFLite handler")
-        precision = config.precision if isinstance(config, AccuracyControlledInt8) else PRECISIONS[type(config)]
-        out = out_dir / fp32.path.name.replace(".fp32.", f".{precision}.")
+        out = out_dir / fp32.path.name.replace(".fp32.", f".{config.precision}.")
         return handler(fp32, family, calibration, config, out, validation)
 
     def float_configs(self, family) -> list:
         return [Fp16Weights()]
 
     def int8_configs(self, family, max_accuracy_drop: float | None = None) -> list:
-        """Dynamic-range and full int8; with a budget also each of them accuracy-controlled."""
-        configs: list = [DynamicInt8(), StaticInt8()]
+        """Dynamic-range (per-tensor, and per-channel for the runtimes that compute it right)
+        and full int8; with a budget also per-tensor dynamic and full int8 accuracy-controlled."""
+        configs: list = [DynamicInt8(), DynamicInt8(granularity="CHANNELWISE"), StaticInt8()]
         if max_accuracy_drop is not None:
             configs += [AccuracyControlledInt8(max_drop=max_accuracy_drop, base=b) for b in ("dynamic", "static")]
         return configs

@@ -34,6 +34,7 @@ class Fp16Weights:
     """Weights stored fp16 (ai-edge-quantizer float casting), computed in float."""
 
     precision_class = "fp16"  # planner.BYTES_PER_WEIGHT key; a class attribute, not in the report
+    precision = "fp16"
 
 
 @dataclass(frozen=True)
@@ -45,13 +46,18 @@ class DynamicInt8:
     Per-tensor weight scales by default: tflite-runtime 2.14 (Raspberry Pi OS) loads a
     per-channel dynamic-range file without complaint and computes wrong logits (max |diff|
     1.06 on the ELECTRA starter, argmax flips; per-channel embedding tables: max |diff| 3.1
-    on the real ELECTRA model), while per-tensor matches ai-edge-litert. Every artifact is
-    checked on each runtime at hand anyway."""
+    on the real ELECTRA model), while per-tensor matches ai-edge-litert. The per-channel
+    file ("CHANNELWISE", usually more accurate) is built too; its notes say it is known
+    wrong on 2.14 (runtimes/tflite_ops), so a target with that runtime refuses it."""
 
     ops: tuple[str, ...] = ("FULLY_CONNECTED", "EMBEDDING_LOOKUP")
-    granularity: str = "TENSORWISE"  # or "CHANNELWISE" (ai-edge-litert only, see above)
+    granularity: str = "TENSORWISE"  # or "CHANNELWISE" (not for tflite-runtime 2.14, see above)
 
     precision_class = "int8"  # planner.BYTES_PER_WEIGHT key; a class attribute, not in the report
+
+    @property
+    def precision(self) -> str:
+        return "int8-dynamic" if self.granularity == "TENSORWISE" else "int8-dynamic-per-channel"
 
 
 @dataclass(frozen=True)
@@ -70,6 +76,7 @@ class StaticInt8:
     table_ops: tuple[str, ...] = ("EMBEDDING_LOOKUP",)
 
     precision_class = "int8"  # planner.BYTES_PER_WEIGHT key; a class attribute, not in the report
+    precision = "int8-static"
 
 
 @contextlib.contextmanager
@@ -184,6 +191,8 @@ def with_runtime_checks(notes: dict, checks: list[dict]) -> dict:
     runtime that lacks an op, fails to run the file, or computes something else."""
     warnings = [f"needs ops {rt} lacks: {', '.join(bad)}" for rt, bad in notes["ops_missing_in"].items() if bad]
     notes["runtimes"] = [{k: v for k, v in c.items() if k != "python"} for c in checks]
+    # the tag a target reads beside known_wrong_on: the runtimes this file was run on and matched
+    notes["runs_correctly_on"] = [c["runtime"] for c in checks if c.get("same_results")]
     bad = [c for c in checks if not c.get("same_results")]
     if bad:
         warnings.append(f"does not run correctly on {', '.join(c['runtime'] for c in bad)}: " + "; ".join(

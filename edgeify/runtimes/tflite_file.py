@@ -65,12 +65,34 @@ def constant_types(schema, model) -> dict[str, int]:
     return dict(counts)
 
 
+def per_channel_dynamic_range(schema, model) -> dict[str, int]:
+    """{op: count} of ops with a float output computed from int8 weights with one scale per
+    channel: dynamic-range FULLY_CONNECTED and embedding tables quantized per channel. Full
+    int8 ops (int8 output) do not count: every runtime computes those per channel."""
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
+    sg, found = model.Subgraphs(0), Counter()
+    for j in range(sg.OperatorsLength()):
+        op = sg.Operators(j)
+        if not any(sg.Tensors(i).Type() == schema.TensorType.FLOAT32 for i in op.OutputsAsNumpy() if i >= 0):
+            continue
+        weights = [sg.Tensors(i) for i in op.InputsAsNumpy() if i >= 0]
+        if any(t.Type() == schema.TensorType.INT8 and t.Quantization() is not None
+               and t.Quantization().ScaleLength() > 1 for t in weights):
+            oc = model.OperatorCodes(op.OpcodeIndex())
+            found[names.get(max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode()), "?")] += 1
+    return dict(found)
+
+
 def op_notes(path: Path) -> dict:
-    """The file's ops and versions, constants by type, and the ops each TFLite runtime we
-    have a measured op table for cannot load (runtimes/tflite_ops)."""
+    """The file's ops and versions, constants by type, and per runtime we have knowledge of
+    (runtimes/tflite_ops): the ops it cannot load, and what in the file it loads but
+    computes wrongly ("known_wrong_on"), so a device is protected without its runtime here."""
     from edgeify.runtimes import tflite_ops
 
-    ops, constants = describe(path)
+    schema, model = flatbuffer(path)
+    ops, constants = ops_of(schema, model), constant_types(schema, model)
     versions = {k: v["versions"] for k, v in ops.items()}
-    return {"ops": versions, "constant_elements_by_type": constants,
-            "ops_missing_in": {rt: tflite_ops.offending_ops(versions, rt) for rt in tflite_ops.TABLES}}
+    per_channel = per_channel_dynamic_range(schema, model)
+    return {"ops": versions, "constant_elements_by_type": constants, "per_channel_dynamic_range": per_channel,
+            "ops_missing_in": {rt: tflite_ops.offending_ops(versions, rt) for rt in tflite_ops.TABLES},
+            "known_wrong_on": tflite_ops.known_wrong(per_channel)}

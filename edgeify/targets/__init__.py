@@ -60,8 +60,10 @@ class Target:
 
         A profile may pin the TFLite runtime its device has (`tflite_runtime`). A file that
         runtime runs (its format's record says so) is refused when the runtime lacks one of
-        its ops or op versions (the measured op table), or when it was run on that runtime
-        and failed or gave other results than the runtime it was built with."""
+        its ops or op versions (the measured op table), when it holds what that runtime is
+        known to compute wrongly (per-channel dynamic-range weights in tflite-runtime 2.14),
+        or when it was run on that runtime and failed or gave other results than the runtime
+        it was built with."""
         from edgeify.runtimes import formats
 
         if not self.tflite_runtime or fmt not in formats.names() or formats.get(fmt).runtime != "tflite":
@@ -69,6 +71,9 @@ class Target:
         missing = (notes.get("ops_missing_in") or {}).get(self.tflite_runtime)
         if missing:
             return f"{self.name} has {self.tflite_runtime}, which cannot load {', '.join(missing)}"
+        wrong = (notes.get("known_wrong_on") or {}).get(self.tflite_runtime)
+        if wrong:
+            return f"{self.name} has {self.tflite_runtime}: {wrong}"
         for check in notes.get("runtimes", []):
             if check["runtime"].startswith(self.tflite_runtime) and not check.get("same_results"):
                 what = check.get("error") or (

@@ -408,6 +408,37 @@ def test_dynamic_int8_channelwise_flagged_on_tflite_runtime_214(electra_channelw
     assert warning.startswith(f"does not run correctly on {TFLRT_RUNTIME}: results differ")
 
 
+def test_per_channel_file_is_tagged_wrong_on_tflite_runtime_214_without_it(electra, electra_dynamic,
+                                                                          electra_static, tmp_path):
+    """The per-channel dynamic-range file says, from its own contents, that tflite-runtime
+    2.14 computes it wrongly, with no 2.14 runtime at hand; a Pi target refuses it for that
+    reason, the host takes it. The per-tensor and full int8 files carry no such tag."""
+    from edgeify import targets
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.delenv(PYTHONS_ENV, raising=False)
+        per_channel = TfliteBackend().quantize(electra.artifact, electra.family, _calibration(electra),
+                                               DynamicInt8(granularity="CHANNELWISE"), tmp_path)
+    assert per_channel.precision == "int8-dynamic-per-channel"
+    assert per_channel.path.name == f"model.int8-dynamic-per-channel.seq{SEQ}.tflite"
+    notes = per_channel.notes
+    assert notes["per_channel_dynamic_range"]["FULLY_CONNECTED"] > 0, notes["per_channel_dynamic_range"]
+    assert list(notes["known_wrong_on"]) == ["tflite-runtime 2.14"]
+    assert [r.split(" ")[0] for r in notes["runs_correctly_on"]] == ["ai-edge-litert"]
+    for other in (electra_dynamic, electra_static):
+        assert other.notes["per_channel_dynamic_range"] == {} and other.notes["known_wrong_on"] == {}
+    rpi = targets.get("rpi")
+    assert rpi.refusal("tflite", notes).startswith("rpi4 has tflite-runtime 2.14: per-channel int8 weights")
+    assert targets.get("rpi5").refusal("tflite", notes) is not None
+    assert targets.get("host").refusal("tflite", notes) is None
+    assert rpi.refusal("tflite", electra_dynamic.notes) is None
+
+
+def test_int8_configs_build_the_per_channel_variant():
+    configs = TfliteBackend().int8_configs(families.get("electra"))
+    assert [c.precision for c in configs] == ["int8-dynamic", "int8-dynamic-per-channel", "int8-static"]
+
+
 # --- check_runtimes with a runtime that is not there -----------------------------------
 
 def test_check_runtimes_missing_python(electra, tmp_path):

@@ -16,6 +16,13 @@ from pathlib import Path
 
 TABLES = {"tflite-runtime 2.14": "tflite-runtime-2.14.json"}
 
+# Files a runtime loads and then computes wrongly, found by running them there
+# (check_runtimes with EDGEIFY_TFLITE_PYTHONS) and kept here for devices whose runtime is
+# not at hand. tflite-runtime 2.14, dynamic-range ops with per-channel int8 weights: max
+# |logit diff| 1.06 on the ELECTRA starter, argmax flips; per-channel embedding tables:
+# 3.1 on the real-weight ELECTRA; the same files match ai-edge-litert 2.x.
+WRONG_PER_CHANNEL_DYNAMIC_RANGE = ("tflite-runtime 2.14",)
+
 
 @lru_cache(maxsize=None)
 def max_versions(runtime: str) -> dict[str, int]:
@@ -41,3 +48,13 @@ def offending_ops(ops: dict[str, list[int]], runtime: str) -> list[str]:
         elif max(versions) > limits[name]:
             out.append(f"{name} v{max(versions)} ({runtime} has up to v{limits[name]})")
     return out
+
+
+def known_wrong(per_channel_dynamic_range: dict[str, int]) -> dict[str, str]:
+    """{runtime: why it computes this file wrongly}, from the file's per-channel
+    dynamic-range ops (tflite_file.per_channel_dynamic_range)."""
+    if not per_channel_dynamic_range:
+        return {}
+    ops = ", ".join(f"{n} {op}" for op, n in sorted(per_channel_dynamic_range.items()))
+    return {rt: f"per-channel int8 weights in dynamic-range ops ({ops}), which {rt} loads and computes wrongly"
+            for rt in WRONG_PER_CHANNEL_DYNAMIC_RANGE}
