@@ -1,5 +1,8 @@
 """OpenVINO through edgeify vs PyTorch eager, in one run: fp32, fp16 weights, NNCF int8;
-dynamic vs static shapes; the host CPU vs the same CPU capped to AVX2 (target x86-avx2).
+dynamic vs static shapes; the host CPU vs the same CPU capped to AVX2 (target x86-avx2);
+and the stock path a user would try instead: `nncf.quantize(model, nncf.Dataset(rows),
+model_type=nncf.ModelType.TRANSFORMER)` on the same fp32 IR and calibration rows, saved with
+`ov.save_model`'s defaults. With --max-accuracy-drop X also edgeify's accuracy-controlled IR.
 
 Every model is timed at batch 1 in a fresh process with the same threads and input, in
 interleaved rounds (median of the rounds' p50s): the machine is shared and noisy, so the
@@ -30,6 +33,22 @@ def size_of(path: Path) -> int:
     return path.stat().st_size + (path.with_suffix(".bin").stat().st_size if path.suffix == ".xml" else 0)
 
 
+def stock_nncf(fp32: Path, calibration, family, out: Path) -> Path:
+    """What NNCF's documentation has a user write for a transformer. Timed and evaluated as
+    edgeify's int8 row is (f32 for the float part, the rt_info edgeify's runner reads), so
+    the two differ only in how they were quantized and saved."""
+    import nncf
+    import openvino as ov
+
+    from edgeify.contract import OV_PRECISION
+
+    quantized = nncf.quantize(ov.Core().read_model(str(fp32)), nncf.Dataset(calibration.samples(family.onnx_inputs)),
+                              model_type=nncf.ModelType.TRANSFORMER)
+    quantized.set_rt_info("f32", OV_PRECISION)
+    ov.save_model(quantized, str(out))
+    return out
+
+
 def main() -> int:
     ap = common_args(__doc__, seconds=4.0)
     ap.add_argument("--no-avx2", action="store_true", help="skip the AVX2-capped timings")
@@ -48,6 +67,14 @@ def main() -> int:
     rep, values, paths = edgeify_int8_run(args, "openvino", work, model_dir)
     metric = rep["baseline"]["metric"]["name"]
 
+    from edgeify.evaluate import evaluate
+    from edgeify.runtimes import open_runner
+
+    loaded, full = pipeline_data(args, model_dir)  # the pipeline's own split, for the stock path
+    paths["stock"] = stock_nncf(paths["fp32"], full.calibration, loaded.family, work / "stock.int8.xml")
+    values["stock"] = evaluate(open_runner(paths["stock"], args.threads), full.evaluation, loaded.family.task).value
+    print(f"stock nncf.quantize: {values['stock']:.2f} ({values['int8']:.2f} edgeify int8)", file=sys.stderr)
+
     dyn, static = ((SHAPES_ENV, "dynamic"),), ((SHAPES_ENV, "static"),)
     # (label, artifact key, env)
     runs = [("PyTorch fp32 eager", "pytorch", ()),
@@ -55,7 +82,9 @@ def main() -> int:
             ("OpenVINO fp32, static shapes", "fp32", static),
             ("OpenVINO fp16 weights (runs bf16)", "fp16", dyn),
             ("OpenVINO int8, dynamic shapes", "int8", dyn),
-            ("OpenVINO int8, static shapes", "int8", static)]
+            ("OpenVINO int8, static shapes", "int8", static),
+            *[("OpenVINO int8 accuracy-controlled", k, dyn) for k in ("int8-accuracy-controlled",) if k in paths],
+            ("stock nncf.quantize (TRANSFORMER)", "stock", dyn)]
     if not args.no_avx2:
         runs += [("x86-avx2: PyTorch fp32 eager", "pytorch", AVX2_ENV),
                  ("x86-avx2: OpenVINO fp32", "fp32", AVX2_ENV + dyn),

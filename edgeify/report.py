@@ -197,6 +197,9 @@ def markdown(report: dict, out_dir: Path | None = None, pareto: Path | None = No
             lines += [f"> **{a['path']}** refused by target `{t['name']}`: {a['refused']}", ""]
         elif a.get("notes", {}).get("warning"):
             lines += [f"> **{a['path']}**: {a['notes']['warning']}", ""]
+        if a.get("same_file_as"):
+            lines += [f"> **{a['path']}**: nothing needed reverting, so it is {a['same_file_as']} again "
+                      "(not a second candidate)", ""]
         if a.get("notes", {}).get("plain_load_runs") not in (None, "f32"):
             # a reference row timed in another precision than a plain load gets here
             lines += [f"> **{a['path']}** (ran as {a.get('executed_precision')}): {a['notes']['precision_as_run']}", ""]

@@ -115,6 +115,15 @@ def plan_refusal(plan: planner.Plan, entry: dict) -> str | None:
     return (refused.get(f"{fmt} {tagged}") if tagged else None) or refused.get(f"{fmt} {kind}")
 
 
+def _twin_of(entry: dict, entries: list[dict]) -> dict | None:
+    """The file an accuracy-controlled one is a copy of when nothing was reverted (its notes
+    say `same_as`): the same bytes timed twice, so only the plain file is a candidate and
+    timing noise cannot make the copy "faster"."""
+    same = entry.get("notes", {}).get("same_as")
+    return next((e for e in entries if same and e is not entry and e["format"] == entry["format"]
+                 and e["precision"] == same), None)
+
+
 def select(target, config, plan: planner.Plan, entries: list[dict], out, base_metric: str, threads: int,
            log_fn) -> dict | None:
     """The select stage: refuse what the target cannot take, then choose the fastest int8
@@ -128,7 +137,12 @@ def select(target, config, plan: planner.Plan, entries: list[dict], out, base_me
             log_fn(f"      {target.name} refuses {entry['path']}: {reason}")
     budget = DEFAULT_BUDGET if config.max_accuracy_drop is None else config.max_accuracy_drop
     main = [e for e in entries if e["seq_len"] == config.seq_len]
-    selection = choose([e for e in main if "refused" not in e], budget, base_metric) if config.int8 else None
+    for entry in main:
+        twin = _twin_of(entry, main)
+        if twin is not None:
+            entry["same_file_as"] = twin["path"]
+    candidates = [e for e in main if "refused" not in e and "same_file_as" not in e]
+    selection = choose(candidates, budget, base_metric) if config.int8 else None
     if not target.measured and target.peak_gops:
         projection.estimate_entries(entries, out, target, threads, log_fn)
         choice = projection.choose_for_target(main, budget, base_metric, metric_drop)

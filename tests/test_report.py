@@ -446,3 +446,11 @@ def test_card_follows_the_overall_answer_with_its_rows_hint(tmp_path, starter_di
     if native != "f32":  # the reference's card and report say what a plain load runs here
         assert f"a plain load runs {native} on this CPU" in fp32.notes["precision_as_run"]
         assert "> **openvino/model.fp32.xml** (ran as f32): INFERENCE_PRECISION_HINT f32 set explicitly" in md
+
+
+def test_a_controlled_file_that_is_the_plain_one_again_says_so():
+    rep = _report()
+    rep["artifacts"][-1]["same_file_as"] = rep["artifacts"][1]["path"]
+    md = report.markdown(rep)
+    assert (f"> **{rep['artifacts'][-1]['path']}**: nothing needed reverting, so it is "
+            f"{rep['artifacts'][1]['path']} again (not a second candidate)") in md

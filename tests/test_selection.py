@@ -132,3 +132,28 @@ def test_plan_refusals_reach_the_artifacts_of_that_precision():
     assert plan_refusal(plan, {"format": "openvino", "precision": "int8-bf16"}) == "no bf16"
     assert plan_refusal(plan, {"format": "openvino", "precision": "int8-accuracy-controlled-bf16"}) == "no bf16"
     assert plan_refusal(plan, {"format": "openvino", "precision": "int8"}) is None
+
+
+def test_an_accuracy_controlled_copy_of_the_plain_file_is_not_a_second_candidate():
+    """Nothing reverted: the controlled file is the plain int8 file again. Timed twice, one
+    copy is "faster" by noise alone; only the plain file may be chosen, and the copy says
+    which file it is."""
+    from types import SimpleNamespace
+
+    from edgeify import targets
+    from edgeify.selection import select
+
+    entries = [_entry("fp32", 90.0, [10.0]), _entry("int8-static", 89.9, [6.0]),
+               _entry("int8-dynamic", 90.0, [5.0]), _entry("int8-dynamic-accuracy-controlled", 90.0, [4.9]),
+               _entry("int8-static-accuracy-controlled", 90.0, [6.1])]
+    entries[3]["notes"] = {"same_as": "int8-dynamic"}  # nothing reverted
+    entries[4]["notes"] = {"reverted_to_float": ["a"]}  # a file of its own
+    for e in entries:
+        e["seq_len"] = 128
+    plan = Plan(target="host", measured=True, formats=("onnx",), precisions={"onnx": ("int8",)}, threads=2,
+                timing_threads=2, seq_lens=(128,), notes=(), int8_outlook=None, refused=())
+    config = SimpleNamespace(max_accuracy_drop=0.2, seq_len=128, int8=True)
+    selection = select(targets.get("host"), config, plan, entries, None, "accuracy", 2, lambda *_: None)
+    assert selection["chosen"] == "onnx/int8-dynamic"
+    assert entries[3]["same_file_as"] == "onnx/int8-dynamic" and not entries[3].get("selected")
+    assert "same_file_as" not in entries[4]

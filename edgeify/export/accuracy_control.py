@@ -141,8 +141,11 @@ def control(fp32_path: Path, layers_of: Callable[[Path], list[str]], quantize: Q
                            lambda p: round(reference - _score(p, validation), 4), config.max_drop, best, work, suffix)
         drop, excluded, path = best
         path.replace(out)
-    return _notes(config, validation, initial_drop, drop, [label(x) for x in excluded],
-                  len(calibration_rows[: config.ranking_rows]), len(ranked))
+    notes = _notes(config, validation, initial_drop, drop, [label(x) for x in excluded],
+                   len(calibration_rows[: config.ranking_rows]), len(ranked))
+    if not excluded:  # the plain int8 file again, byte for byte: selection keeps only one
+        notes["same_as"] = f"int8-{config.base}"
+    return notes
 
 
 def _notes(config: AccuracyControlledInt8, validation: Validation, initial_drop: float, drop: float,

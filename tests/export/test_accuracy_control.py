@@ -122,7 +122,7 @@ def test_the_loop_reverts_the_fragile_layer_until_within_budget(fragile, base):
     notes = q.notes
     assert notes["initial_int8_drop"] == pytest.approx(plain_drop, abs=0.01)  # the same quantizer, nothing reverted
     assert notes["within_budget"] is True and notes["final_drop"] <= budget
-    assert "accuracy control found no" not in notes.get("warning", "")
+    assert "accuracy control found no" not in notes.get("warning", "") and "same_as" not in notes
     reverted = notes["reverted_to_float"]
     # a fragile attention is among what went back to float, and far from all layers did
     assert any(_attention_of(layer).search(n) for n in reverted for layer in FRAGILE_LAYERS), reverted
@@ -138,6 +138,7 @@ def test_a_met_budget_reverts_nothing(fragile):
                          validation=validation)
     assert q.notes["reverted_to_float"] == [] and q.notes["ranking"]["layers_ranked"] == 0
     assert q.notes["final_drop"] == q.notes["initial_int8_drop"]
+    assert q.notes["same_as"] == "int8-dynamic"  # so the selection does not take the copy as a second file
 
 
 @pytest.mark.parametrize("fmt", FORMATS)
