@@ -75,7 +75,8 @@ def choose_for_target(entries: list[dict], budget: float, metric: str, drop: Cal
     `margin` faster than the fastest float one, which is otherwise kept as more accurate."""
     fp32 = {e["format"]: e["metric"]["value"] for e in entries if e["precision"] == "fp32"}
     ok = [e for e in entries if "latency_ms" in (e.get("estimate") or {}) and not e.get("refused")
-          and e["format"] in fp32 and drop(e["metric"]["value"], fp32[e["format"]], metric) <= budget]
+          and not e.get("same_file_as") and e["format"] in fp32
+          and drop(e["metric"]["value"], fp32[e["format"]], metric) <= budget]
     if not ok:
         return None
     est = lambda e: e["estimate"]["latency_ms"]  # noqa: E731
