@@ -44,7 +44,7 @@ def stock_nncf(fp32: Path, calibration, family, out: Path) -> Path:
 
     quantized = nncf.quantize(ov.Core().read_model(str(fp32)), nncf.Dataset(calibration.samples(family.onnx_inputs)),
                               model_type=nncf.ModelType.TRANSFORMER)
-    quantized.set_rt_info("f32", OV_PRECISION)
+    quantized.set_rt_info("f32", list(OV_PRECISION))
     ov.save_model(quantized, str(out))
     return out
 
