@@ -40,11 +40,12 @@ def stock_nncf(fp32: Path, calibration, family, out: Path) -> Path:
     import nncf
     import openvino as ov
 
-    from edgeify.contract import OV_PRECISION
+    from edgeify.contract import OV_BIN_SHA256, OV_PRECISION
 
     quantized = nncf.quantize(ov.Core().read_model(str(fp32)), nncf.Dataset(calibration.samples(family.onnx_inputs)),
                               model_type=nncf.ModelType.TRANSFORMER)
     quantized.set_rt_info("f32", list(OV_PRECISION))
+    quantized.set_rt_info("", list(OV_BIN_SHA256))  # the fp32 IR's checksum, read in with it, is not this .bin's
     ov.save_model(quantized, str(out))
     return out
 
