@@ -125,7 +125,7 @@ def control(fp32_path: Path, layers_of: Callable[[Path], list[str]], quantize: Q
     quantize (the candidates); `label` is a layer's name in the report."""
     if validation is None:
         raise EdgeifyError("accuracy-controlled quantization needs the evaluation set")
-    suffix = out.suffix
+    suffix, rows = out.suffix, calibration_rows[: config.ranking_rows]
     reference = _score(fp32_path, validation)
     with tempfile.TemporaryDirectory(dir=out.parent) as tmp:
         work = Path(tmp)
@@ -135,14 +135,12 @@ def control(fp32_path: Path, layers_of: Callable[[Path], list[str]], quantize: Q
         best = (initial_drop, (), first)
         ranked: list[tuple[str, float]] = []
         if initial_drop > config.max_drop:
-            rows = calibration_rows[: config.ranking_rows]
             ranked = rank(quantize, layers_of(first), _logits(fp32_path, rows), rows, work, suffix)
             best = _revert(quantize, [layer for layer, _ in ranked],
                            lambda p: round(reference - _score(p, validation), 4), config.max_drop, best, work, suffix)
         drop, excluded, path = best
         path.replace(out)
-    notes = _notes(config, validation, initial_drop, drop, [label(x) for x in excluded],
-                   len(calibration_rows[: config.ranking_rows]), len(ranked))
+    notes = _notes(config, validation, initial_drop, drop, [label(x) for x in excluded], len(rows), len(ranked))
     if not excluded:  # the plain int8 file again, byte for byte: selection keeps only one
         notes["same_as"] = f"int8-{config.base}"
     return notes

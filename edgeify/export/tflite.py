@@ -113,22 +113,20 @@ def quantize_accuracy_controlled(fp32: Artifact, family, calibration, config: Ac
     """The base int8 (dynamic-range or full int8) with the most harmful ops reverted to
     float until the drop is within the budget (accuracy_control), through recipe scopes.
     Full int8 calibrates once: the ranges of a tensor do not depend on which ops are int8."""
+    rows = _calibration_rows(calibration, family)
     if config.base == "static":
-        base = StaticInt8()
-        ops, tables = family_ops(family, base.ops), family_ops(family, base.table_ops)
-        calibrated = calibrate(fp32.path, _static_recipe(ops, tables, ()), _calibration_rows(calibration, family))
-
-        def quantize(excluded, path):
-            quantize_file(fp32.path, path, _static_recipe(ops, tables, excluded), calibrated=calibrated)
+        ops, tables = family_ops(family, StaticInt8().ops), family_ops(family, StaticInt8().table_ops)
+        recipe_for = lambda excluded: _static_recipe(ops, tables, excluded)  # noqa: E731
+        calibrated = calibrate(fp32.path, recipe_for(()), rows)
     else:
-        ops = family_ops(family, DynamicInt8().ops)
-        tables = []
-
-        def quantize(excluded, path):
-            quantize_file(fp32.path, path, _dynamic_recipe(ops, DynamicInt8(), excluded))
+        ops, tables = family_ops(family, DynamicInt8().ops), []
+        recipe_for = lambda excluded: _dynamic_recipe(ops, DynamicInt8(), excluded)  # noqa: E731
+        calibrated = None
     labels = op_scopes(fp32.path, ops + tables)
-    notes = accuracy_control.control(fp32.path, lambda first: list(labels), quantize,
-                                     _calibration_rows(calibration, family), validation, config, out, labels.get)
+    notes = accuracy_control.control(
+        fp32.path, lambda first: list(labels),
+        lambda excluded, path: quantize_file(fp32.path, path, recipe_for(excluded), calibrated=calibrated),
+        rows, validation, config, out, labels.get)
     return _artifact(out, config.precision, config, _probe_rows(calibration.inputs, family), notes)
 
 

@@ -160,11 +160,11 @@ def op_scopes(path: Path, ops: list[str]) -> dict[str, str]:
     from ai_edge_quantizer.utils import tfl_flatbuffer_utils as fb
 
     model = fb.read_model(str(path))
-    graph, found = model.subgraphs[0], []
+    graph, wanted, found = model.subgraphs[0], set(ops), []
     for index, op in enumerate(graph.operators):
         code = fb.TFL_OP_CODE_TO_NAME.get(model.operatorCodes[op.opcodeIndex].builtinCode)
         name = getattr(code, "name", code)
-        if name in set(ops):
+        if name in wanted:
             found.append((fb.get_op_scope(op, graph.tensors), f"{name} #{index}"))
     shared = Counter(loc for scope, _ in found for loc in set(_locations(scope)))
     scopes: dict[str, str] = {}

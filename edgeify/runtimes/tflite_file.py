@@ -31,15 +31,20 @@ def flatbuffer(path: Path):
     return schema, schema.Model.GetRootAsModel(Path(path).read_bytes(), 0)
 
 
-def ops_of(schema, model) -> dict[str, dict]:
+def op_codes(schema, model) -> list[tuple[str, int]]:
+    """(name, version) of each operator code, by opcode index: CUSTOM:<name> for custom ops."""
     names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
     codes = []
     for i in range(model.OperatorCodesLength()):
         oc = model.OperatorCodes(i)
         code = max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode())
         custom = oc.CustomCode()
-        name = f"CUSTOM:{custom.decode()}" if custom else names.get(code, str(code))
-        codes.append((name, oc.Version()))
+        codes.append((f"CUSTOM:{custom.decode()}" if custom else names.get(code, str(code)), oc.Version()))
+    return codes
+
+
+def ops_of(schema, model) -> dict[str, dict]:
+    codes = op_codes(schema, model)
     used: Counter = Counter()
     for g in range(model.SubgraphsLength()):
         sg = model.Subgraphs(g)
@@ -69,8 +74,7 @@ def per_channel_dynamic_range(schema, model) -> dict[str, int]:
     """{op: count} of ops with a float output computed from int8 weights with one scale per
     channel: dynamic-range FULLY_CONNECTED and embedding tables quantized per channel. Full
     int8 ops (int8 output) do not count: every runtime computes those per channel."""
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
-    sg, found = model.Subgraphs(0), Counter()
+    codes, sg, found = op_codes(schema, model), model.Subgraphs(0), Counter()
     for j in range(sg.OperatorsLength()):
         op = sg.Operators(j)
         if not any(sg.Tensors(i).Type() == schema.TensorType.FLOAT32 for i in op.OutputsAsNumpy() if i >= 0):
@@ -78,8 +82,7 @@ def per_channel_dynamic_range(schema, model) -> dict[str, int]:
         weights = [sg.Tensors(i) for i in op.InputsAsNumpy() if i >= 0]
         if any(t.Type() == schema.TensorType.INT8 and t.Quantization() is not None
                and t.Quantization().ScaleLength() > 1 for t in weights):
-            oc = model.OperatorCodes(op.OpcodeIndex())
-            found[names.get(max(oc.BuiltinCode(), oc.DeprecatedBuiltinCode()), "?")] += 1
+            found[codes[op.OpcodeIndex()][0]] += 1
     return dict(found)
 
 
