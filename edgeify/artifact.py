@@ -8,7 +8,6 @@ from edgeify import targets
 from edgeify.calibration.datasets import ALL_ROWS, load_examples, prepare
 from edgeify.errors import EdgeifyError, UsageError
 from edgeify.evaluate import evaluate
-from edgeify.families import CAUSAL_LM
 from edgeify.runtimes import formats, open_runner
 from edgeify.targets import local
 
@@ -79,12 +78,12 @@ def eval_artifact(artifact: str | Path, data: str, *, model_dir: str | None = No
     runner = open_runner(artifact, threads or targets.get("host").threads)
     decoder = getattr(runner, "decoder", None)
     check_seq_len(seq_len, artifact, cache=decoder.max_length if decoder is not None else None,
-                  static=getattr(runner, "seq_len", None), exact=family.task != CAUSAL_LM)
+                  static=getattr(runner, "seq_len", None), exact=not family.task.causal)
     tokenizer = local_tokenizer(ref)
     examples, desc = load_examples(family, data, synthetic_default=False, n_wanted=0,
                                    text_column=text_column, label_column=label_column)
     context = 0
-    if family.task == CAUSAL_LM:
+    if family.task.causal:
         limits = [positions, decoder.max_length if decoder is not None else None,
                   getattr(runner, "seq_len", None)]  # a static-shape file takes exactly its length
         wanted = seq_len if eval_context is None else eval_context
@@ -94,7 +93,7 @@ def eval_artifact(artifact: str | Path, data: str, *, model_dir: str | None = No
                        n_calibration=0, n_eval=n_eval or ALL_ROWS, context=context)
     result = evaluate(runner, prepared.evaluation, family.task)
     return {"artifact": str(artifact), "data": desc, "n_eval": len(prepared.evaluation), "metric": result.as_dict(),
-            "runtime": runner.runtime, **({"eval_context": context} if family.task == CAUSAL_LM else {})}
+            "runtime": runner.runtime, **({"eval_context": context} if family.task.causal else {})}
 
 
 def bench_artifact(artifact: str | Path, *, seq_len: int = 128, batch: int = 1, target: str = "host",

@@ -14,7 +14,7 @@ from typing import Callable
 from edgeify import export, targets
 from edgeify.config import RunConfig
 from edgeify.evaluate import evaluate
-from edgeify.families import CAUSAL_LM, loader
+from edgeify.families import loader
 from edgeify.runtimes import open_runner
 from edgeify.targets import planner
 
@@ -50,7 +50,7 @@ def eval_context_for(config: RunConfig, family, model_config, backends, seq_len:
     --eval-context, by default --seq-len (a stride of half the evaluated length, as in
     HF's perplexity guide), cut so context + window fit the model's positions and every
     decoder's cache. 0 for classification."""
-    if family.task != CAUSAL_LM:
+    if not family.task.causal:
         return 0
     wanted = seq_len if config.eval_context is None else config.eval_context
     limits = [getattr(model_config, "max_position_embeddings", None), config.max_length]

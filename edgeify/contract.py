@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import hashlib
 
+# --- the tasks, as the report and the device protocol spell them (edgeify/tasks.py) ---
+TASK_SEQ_CLS = "sequence-classification"
+TASK_CAUSAL_LM = "causal-lm"
+
 # --- a cached decoder's key/value cache inputs and outputs (optimum's convention) ---
 PAST, PRESENT = "past_key_values", "present"
 

@@ -12,8 +12,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from edgeify import metrics
-from edgeify.families import CAUSAL_LM, get as get_family
+from edgeify import metrics, tasks
+from edgeify.families import get as get_family
 from edgeify.runtimes import formats
 from edgeify.report_plots import estimate_ms, estimate_target, int8_pick
 
@@ -69,7 +69,7 @@ def input_spec(report: dict, entry: dict, out_dir: Path | None) -> list[dict]:
             return formats.get(entry["format"]).card_inputs(path)
         except Exception:  # noqa: BLE001 - e.g. no TFLite runtime here: the family's inputs still hold
             pass
-    names = (("input_ids",) if report["model"]["task"] == CAUSAL_LM
+    names = (("input_ids",) if tasks.get(report["model"]["task"]).causal
              else get_family(report["model"]["family"]).onnx_inputs)
     dtype = formats.get(entry["format"]).token_dtype
     return [{"name": n, "shape": [1, entry.get("seq_len")], "dtype": dtype} for n in names]
@@ -101,7 +101,7 @@ def _pad_token(report: dict, out_dir: Path | None) -> str:
 
 
 def _is_decoder(report: dict, entry: dict) -> bool:
-    return bool(entry.get("generation")) or report["model"]["task"] == CAUSAL_LM
+    return bool(entry.get("generation")) or tasks.get(report["model"]["task"]).causal
 
 
 def _threads(report: dict) -> int:

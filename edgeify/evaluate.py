@@ -7,9 +7,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edgeify import metrics
+from edgeify import metrics, tasks
+from edgeify.tasks import Task
 from edgeify.calibration import Batch
-from edgeify.families import CAUSAL_LM
 
 PROBE = 16  # samples whose raw logits are kept to compare artifacts with the baseline
 
@@ -67,18 +67,18 @@ def _lm_pieces(batch: Batch, rows: np.ndarray):
         start = stop
 
 
-def evaluate(runner, batch: Batch, task: str, batch_size: int = 16, desc: str | None = None) -> EvalResult:
+def evaluate(runner, batch: Batch, task: Task | str, batch_size: int = 16, desc: str | None = None) -> EvalResult:
     from tqdm.auto import tqdm
 
     n = len(batch)
-    if task == CAUSAL_LM:
-        batch_size = max(1, min(batch_size, 4))  # LM logits are seq x vocab per sample
+    task = tasks.get(task)
+    batch_size = task.eval_batch(batch_size)
     preds, probes = [], []
     nll, count = 0.0, 0
     correct = 0
     with tqdm(total=n, desc=desc or "evaluating", unit="sample", leave=False, mininterval=1.0) as bar:
         for start in range(0, n, batch_size):
-            if task == CAUSAL_LM:
+            if task.causal:
                 for feeds, c in _lm_pieces(batch, np.arange(start, min(start + batch_size, n))):
                     logits = runner.run(feeds)
                     per_sample = _next_token_nll(logits, feeds["input_ids"], c)
@@ -99,9 +99,9 @@ def evaluate(runner, batch: Batch, task: str, batch_size: int = 16, desc: str | 
             bar.update(len(logits))
     predictions = np.concatenate(preds)
     probe_logits = np.concatenate(probes)
-    if task == CAUSAL_LM:
-        return EvalResult("perplexity", math.exp(nll / max(count, 1)), n, predictions, probe_logits)
-    return EvalResult("accuracy", 100.0 * correct / max(n, 1), n, predictions, probe_logits)
+    if task.causal:
+        return EvalResult(task.metric.name, math.exp(nll / max(count, 1)), n, predictions, probe_logits)
+    return EvalResult(task.metric.name, 100.0 * correct / max(n, 1), n, predictions, probe_logits)
 
 
 def parity(result: EvalResult, reference: EvalResult) -> dict:
@@ -124,7 +124,7 @@ def metric_delta(value: float, reference: float, metric: str) -> float:
     return metrics.get(metric).delta(value, reference)
 
 
-def scorer(batch: Batch, task: str, reference: float, batch_size: int = 16):
+def scorer(batch: Batch, task: Task | str, reference: float, batch_size: int = 16):
     """A higher-is-better score over chosen evaluation samples, for accuracy-controlled
     quantization, which only knows "higher is better" and an absolute drop.
 
@@ -135,15 +135,15 @@ def scorer(batch: Batch, task: str, reference: float, batch_size: int = 16):
     Returns `score(run, indices) -> (score, per-sample scores)`.
     """
 
-    if task == CAUSAL_LM:
-        batch_size = max(1, min(batch_size, 4))  # LM logits are seq x vocab per sample
+    task = tasks.get(task)
+    batch_size = task.eval_batch(batch_size)
 
     def score(run, indices: list[int]) -> tuple[float, list[float]]:
         idx = np.asarray(indices, dtype=np.int64)
         per: list[float] = []
         for start in range(0, len(idx), batch_size):
             chunk = idx[start:start + batch_size]
-            if task == CAUSAL_LM:
+            if task.causal:
                 for feeds, c in _lm_pieces(batch, chunk):
                     logits = np.asarray(run(feeds))
                     per.extend(_next_token_nll(logits, feeds["input_ids"], c).mean(axis=1).tolist())
@@ -151,7 +151,7 @@ def scorer(batch: Batch, task: str, reference: float, batch_size: int = 16):
             feeds = {k: v[chunk] for k, v in batch.inputs.items()}
             logits = np.asarray(run(feeds))
             per.extend((100.0 * (logits.argmax(-1) == batch.labels[chunk])).tolist())
-        if task == CAUSAL_LM:
+        if task.causal:
             total = -100.0 * math.exp(float(np.mean(per))) / reference
             per = [-100.0 * math.exp(v) / reference for v in per]
             return total, per

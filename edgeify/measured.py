@@ -13,7 +13,6 @@ from pathlib import Path
 
 from edgeify import compress, targets
 from edgeify.evaluate import metric_delta, parity
-from edgeify.families import CAUSAL_LM
 from edgeify.report import versions as library_versions
 
 
@@ -108,11 +107,11 @@ def report_dict(config, loaded, data, target, threads: int, baselines: dict, sta
         "edgeify_version": versions.get("edgeify", "unknown"),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
         "config": {**asdict(config), "compress": [compress.describe(c) for c in config.compress]},
-        "model": {"id": loaded.model_id, "family": family.name, "task": family.task,
+        "model": {"id": loaded.model_id, "family": family.name, "task": family.task.name,
                   "params": loaded.params, "source": loaded.source,
                   **({"starter": loaded.starter} if loaded.starter else {})},
         "data": {**data.main.report(), "seq_len": main_len, "seq_lens": list(data.lengths),
-                 **({"eval_context": data.contexts[main_len]} if family.task == CAUSAL_LM else {}),
+                 **({"eval_context": data.contexts[main_len]} if family.task.causal else {}),
                  **({"labels": data.main.labels} if data.main.labels else {})},
         "target": {"name": target.name, "description": target.description,
                    "threads": target.threads, "measured": target.measured, "timing_threads": threads,

@@ -21,7 +21,7 @@ from edgeify.calibration.datasets import prepare_for, read_data
 from edgeify.config import RunConfig  # noqa: F401  (RunConfig: part of this module's API)
 from edgeify.errors import UsageError
 from edgeify.evaluate import evaluate, scorer
-from edgeify.families import CAUSAL_LM, loader
+from edgeify.families import loader
 from edgeify.measured import Baseline, Built
 from edgeify.preflight import check_before_loading, static_int8
 from edgeify.runtimes.torch_runner import TorchRunner
@@ -176,7 +176,7 @@ def _time(s: Setup, family, data: Data, baseline: Baseline, exported: Exported, 
             rounds=config.bench_rounds, seconds_per_round=config.bench_seconds / max(1, config.bench_rounds),
             progress=bar, env=target.env,
             generate=({"prompt_tokens": min(config.generate_prompt, config.seq_len),
-                       "new_tokens": config.generate_tokens} if family.task == CAUSAL_LM else None))
+                       "new_tokens": config.generate_tokens} if family.task.causal else None))
     for t in timings:
         t["on_target"] = target.measured
     return {key: t for (key, _, _), t in zip(jobs, timings)}, timings.summary

@@ -9,7 +9,7 @@ import pytest
 
 from edgeify.calibration.tokenize import Batch
 from edgeify.evaluate import PROBE, EvalResult, evaluate, metric_drop, parity
-from edgeify.families import CAUSAL_LM, SEQ_CLS
+from edgeify.tasks import CAUSAL_LM, SEQ_CLS
 
 
 class FixedLogits:

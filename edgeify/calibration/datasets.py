@@ -16,9 +16,8 @@ from edgeify.calibration.sources import Sources, Source, read_hub, read_spec, ro
 from edgeify.calibration.splits import ALL_ROWS, DEFAULT_SEED, select
 from edgeify.calibration.tokenize import Batch, encode_classification, encode_language_model, with_context
 from edgeify.errors import UsageError
-from edgeify.families import CAUSAL_LM
+from edgeify.tasks import Task
 
-DEFAULT_N_EVAL = {"sequence-classification": 1000, "causal-lm": 100}
 SYNTHETIC_SEED = 1234  # starters train on seeds 0..3: evaluation text is never trained on
 # Below this a static int8 quantizer's activation ranges are guesses: one row cost NNCF
 # 8.8 points on SST-2-sized data where 128 rows cost 0.4 (issue 20).
@@ -57,8 +56,8 @@ class Prepared:
                 + [f"warning: {w}" for w in self.warnings])
 
 
-def _synthetic(task: str, n: int) -> tuple[list[Example], str]:
-    if task == CAUSAL_LM:
+def _synthetic(task: Task, n: int) -> tuple[list[Example], str]:
+    if task.causal:
         # ~70 tokens a paragraph: three paragraphs per wanted 128-token window
         return ([Example(t) for t in synthetic.paragraphs(max(200, 3 * n), seed=SYNTHETIC_SEED)],
                 "synthetic text (edgeify-generated, not used in starter training)")
@@ -72,7 +71,7 @@ def load_examples(family, data: str | None, *, synthetic_default: bool, n_wanted
     """One source's examples and a description of where they came from (`edgeify eval`,
     benchmarks). Without `data`: the synthetic set for starters, else the family's hub
     default; `synthetic` asks for edgeify's generated set (labels negative/positive)."""
-    needs_labels = family.task != CAUSAL_LM
+    needs_labels = not family.task.causal
     if data == "synthetic" or (not data and synthetic_default):
         return _synthetic(family.task, n_wanted)
     if data:
@@ -92,7 +91,7 @@ def read_sources(family, specs: dict, *, n_wanted: int, text_column: str | None 
         role_specs(None, default=default, training=True).values()) if default else set()
     groups = []
     for spec, roles in by_spec.items():
-        needs_labels = family.task != CAUSAL_LM and bool({"evaluation", "training"} & set(roles))
+        needs_labels = not family.task.causal and bool({"evaluation", "training"} & set(roles))
         if spec == "synthetic":
             examples, desc = _synthetic(family.task, n_wanted)
         else:
@@ -109,11 +108,11 @@ def read_data(family, config, *, default: str | None, static_int8: bool) -> Sour
                        training=bool(config.compress), default=default)
     if None in specs.values():
         return None
-    n_eval = config.n_eval or DEFAULT_N_EVAL[family.task]
+    n_eval = config.n_eval or family.task.default_n_eval
     n_wanted = n_eval + config.n_calibration + (config.n_train if config.compress else 0)
     sources = read_sources(family, specs, n_wanted=n_wanted, text_column=config.text_column,
                            label_column=config.label_column, default=default)
-    if static_int8 and family.task != CAUSAL_LM:  # an LM's windows need the tokenizer; its int8 is weight-only
+    if static_int8 and not family.task.causal:  # an LM's windows need the tokenizer; its int8 is weight-only
         sel = select([(g.roles, g.description, list(g.examples)) for g in sources.groups],
                      n_calibration=config.n_calibration, n_eval=n_eval, seed=config.seed,
                      text_of=lambda e: e.text)
@@ -185,9 +184,9 @@ def prepare_sources(family, tokenizer, id2label: dict | None, sources: Sources, 
     `n_eval`: None is the task's default, splits.ALL_ROWS every row. `context` (causal
     LM): stream tokens each evaluation window sees before it (unscored).
     """
-    n_eval = n_eval or DEFAULT_N_EVAL[family.task]
+    n_eval = n_eval or family.task.default_n_eval
     kw = dict(n_calibration=n_calibration, n_eval=n_eval, seed=seed)
-    if family.task == CAUSAL_LM:
+    if family.task.causal:
         return _prepare_lm(family, tokenizer, sources, seq_len=seq_len, n_train=n_train, context=context, **kw)
     id2label = {int(k): v for k, v in (id2label or {}).items()}
     groups = []
@@ -221,5 +220,5 @@ def prepare_for(family, tokenizer, id2label: dict | None, sources: Sources, conf
                            n_train=config.n_train if train and config.compress else 0, context=context)
 
 
-__all__ = ["ALL_ROWS", "DEFAULT_N_EVAL", "Prepared", "load_examples", "read_data", "prepare", "prepare_for",
+__all__ = ["ALL_ROWS", "Prepared", "load_examples", "read_data", "prepare", "prepare_for",
            "prepare_sources"]

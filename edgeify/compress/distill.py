@@ -17,7 +17,6 @@ import numpy as np
 from edgeify.compress import Distill, handler
 from edgeify.compress.train import IGNORE, TrainData, distill_train, evenly_spaced
 from edgeify.errors import UsageError
-from edgeify.families import CAUSAL_LM
 from edgeify.families.anatomy import blocks, keep_layers
 
 
@@ -74,7 +73,7 @@ def _distill(teacher, tokenizer, family, config: Distill, data, settings, finger
     applied = getattr(teacher.config, family.anatomy.layers_key)
     n_layers = config.student_layers or max(1, applied // 2)
     student, keep, how = make_student(teacher, family, n_layers)
-    causal = family.task == CAUSAL_LM
+    causal = family.task.causal
     train = data.train
     if not causal and config.augment:
         train = augment_rows(train, config.augment, set(tokenizer.all_special_ids),

@@ -24,7 +24,6 @@ import torch.nn.functional as F
 from edgeify.compress import Prune, handler
 from edgeify.compress.train import IGNORE, TrainData, batch_rows, distill_train
 from edgeify.errors import UsageError
-from edgeify.families import CAUSAL_LM
 from edgeify.families.anatomy import (blocks, get_path, head_dim, keep_heads, keep_layers, keep_neurons,
                                       record_shape)
 
@@ -61,7 +60,7 @@ def importance(model, family, data: TrainData, n_batches: int, batch_size: int, 
     what each head is worth (Molchanov et al. sum per-example magnitudes the same way).
     """
     anatomy, config = family.anatomy, model.config
-    causal = family.task == CAUSAL_LM
+    causal = family.task.causal
     d = head_dim(config, anatomy)
     order = np.random.default_rng([seed, 11]).permutation(len(data))
     micro = min(MICRO_BATCH, batch_size)
@@ -178,7 +177,7 @@ def _prune(model, tokenizer, family, config: Prune, data, settings, fingerprint:
     info = {}
     if config.epochs:
         info = distill_train(student, teacher, data.train, layer_map=layer_map,
-                             causal=family.task == CAUSAL_LM, epochs=config.epochs, lr=config.lr,
+                             causal=family.task.causal, epochs=config.epochs, lr=config.lr,
                              batch_size=config.batch_size, loss=config.loss, settings=settings,
                              name="prune", fp=fingerprint)
     return student, tokenizer, {

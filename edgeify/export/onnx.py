@@ -68,7 +68,7 @@ def export_fp32_raw(model, family, sample: dict[str, np.ndarray], path: Path) ->
     args = tuple(torch.from_numpy(sample[n][:2]) for n in names)
     out_name = "logits"
     axes = {n: {0: "batch", 1: "sequence"} for n in names}
-    axes[out_name] = {0: "batch"} if family.task != "causal-lm" else {0: "batch", 1: "sequence"}
+    axes[out_name] = {0: "batch"} if not family.task.causal else {0: "batch", 1: "sequence"}
     wrapped = logits_module(model, names)
     with written_atomically(path) as tmp, torch.no_grad():
         try:

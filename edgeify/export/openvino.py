@@ -22,7 +22,6 @@ import numpy as np
 from edgeify.errors import EdgeifyError
 from edgeify.export import Artifact, Validation, config_record, handler_for, logits_module, register_backend
 from edgeify.export.openvino_ir import RT_BIN_SHA256, RT_PRECISION, RT_SHAPES, save_ir  # noqa: F401
-from edgeify.families import CAUSAL_LM
 
 log = logging.getLogger(__name__)
 
@@ -330,7 +329,7 @@ class OpenVinoBackend:
         native, _ = self.runtime_default(env)
         if native != "f32":
             configs += [AsRunByDefault(_precision_name(c), native) for c in list(configs)]
-        if family.task == CAUSAL_LM:
+        if family.task.causal:
             configs += self.decoder_configs(family, True)[1:]
         return configs
 

@@ -23,7 +23,6 @@ from edgeify.export.accuracy_control import AccuracyControlledInt8
 from edgeify.export.tflite_common import (  # noqa: F401  (the configs are part of this backend's API)
     TFLITE_OPS, DynamicInt8, Fp16Weights, StaticInt8, calibrate, converter_progress, family_ops, keep_float,
     op_notes, op_scopes, quantize_file, quiet, recipe, with_runtime_checks)
-from edgeify.families import CAUSAL_LM
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +31,7 @@ def _wrapper(model, family):
     """Keyword inputs named as the family's (so the signature has those names), logits out."""
     import torch
 
-    causal = family.task == CAUSAL_LM
+    causal = family.task.causal
 
     class Logits(torch.nn.Module):
         def __init__(self):

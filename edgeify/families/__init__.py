@@ -12,20 +12,17 @@ from typing import Any
 
 from edgeify.errors import UsageError
 from edgeify.families.anatomy import SHAPE_KEY, Anatomy
-
-SEQ_CLS = "sequence-classification"
-CAUSAL_LM = "causal-lm"
+from edgeify.tasks import Task
 
 
 @dataclass(frozen=True)
 class Family:
     name: str
     model_types: tuple[str, ...]
-    task: str
+    task: Task
     config_class: str
     model_class: str
     default_checkpoint: str
-    metric: str
     onnx_inputs: tuple[str, ...]
     # ONNX op types left in float by int8 quantization: they carry the accuracy
     # (normalisation, non-linearities, the residual adds feeding them, embeddings).
@@ -49,6 +46,11 @@ class Family:
     # causal LMs: module whose build(model, layout, max_length) gives the model with its
     # key/value cache as explicit tensors, the graph every cached-decoder export traces
     cached_decoder: str = ""
+
+    @property
+    def metric(self) -> str:
+        """The name of the task's metric ("accuracy", "perplexity"): see metrics.py."""
+        return self.task.metric.name
 
     def transformers_classes(self) -> tuple[type, type]:
         import transformers

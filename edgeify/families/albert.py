@@ -4,7 +4,8 @@ The shared block is why ALBERT is small on disk; the ONNX export must keep it st
 (see export/onnx.py: identical initializers are merged after fusion).
 """
 
-from edgeify.families import SEQ_CLS, Family, register
+from edgeify.families import Family, register
+from edgeify.tasks import SEQ_CLS
 from edgeify.families.anatomy import Anatomy
 from edgeify.families.electra import ENCODER_INT8_OPS, ENCODER_KEEP_FLOAT
 
@@ -15,7 +16,6 @@ FAMILY = register(Family(
     config_class="AlbertConfig",
     model_class="AlbertForSequenceClassification",
     default_checkpoint="textattack/albert-base-v2-SST-2",
-    metric="accuracy",
     onnx_inputs=("input_ids", "attention_mask", "token_type_ids"),
     keep_float_ops=ENCODER_KEEP_FLOAT,
     int8_ops=ENCODER_INT8_OPS,

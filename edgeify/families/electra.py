@@ -1,6 +1,7 @@
 """ELECTRA discriminator fine-tuned for sequence classification."""
 
-from edgeify.families import SEQ_CLS, Family, register
+from edgeify.families import Family, register
+from edgeify.tasks import SEQ_CLS
 from edgeify.families.anatomy import Anatomy
 
 # Shared by the BERT-like encoders: what stays float and what int8 may touch.
@@ -23,7 +24,6 @@ FAMILY = register(Family(
     config_class="ElectraConfig",
     model_class="ElectraForSequenceClassification",
     default_checkpoint="howey/electra-small-sst2",
-    metric="accuracy",
     onnx_inputs=("input_ids", "attention_mask", "token_type_ids"),
     keep_float_ops=ENCODER_KEEP_FLOAT,
     int8_ops=ENCODER_INT8_OPS,

@@ -1,6 +1,7 @@
 """GPT-Neo causal LM: alternating global and local (windowed) attention layers."""
 
-from edgeify.families import CAUSAL_LM, Family, register
+from edgeify.families import Family, register
+from edgeify.tasks import CAUSAL_LM
 from edgeify.families.anatomy import Anatomy
 
 FAMILY = register(Family(
@@ -11,7 +12,6 @@ FAMILY = register(Family(
     config_class="GPTNeoConfig",
     model_class="GPTNeoForCausalLM",
     default_checkpoint="EleutherAI/gpt-neo-125m",
-    metric="perplexity",
     onnx_inputs=("input_ids", "attention_mask"),
     keep_float_ops=(
         "LayerNormalization", "SkipLayerNormalization", "Gelu", "FastGelu", "BiasGelu",

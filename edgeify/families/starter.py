@@ -23,7 +23,7 @@ import torch
 from edgeify.calibration import synthetic
 from edgeify import staging
 from edgeify.errors import EdgeifyError
-from edgeify.families import CAUSAL_LM, Family
+from edgeify.families import Family
 
 STARTER_VERSION = 2
 TRAIN_STEPS = 450      # about a minute on 2 idle cores
@@ -33,7 +33,7 @@ SEED = 0
 # must reach chance + this many accuracy points; causal LMs must stay under this fraction
 # of the vocabulary size (the perplexity of a uniform guess; word frequencies alone give
 # about 0.12 on the starter's text).
-DEFAULT_FLOOR = {CAUSAL_LM: 0.10}
+DEFAULT_LM_FLOOR = 0.10
 DEFAULT_CLASSIFIER_FLOOR = 15.0
 
 
@@ -124,26 +124,26 @@ def _train(model, feeds: dict[str, torch.Tensor], labels: torch.Tensor | None,
 
 @torch.no_grad()
 def _held_out_metric(family: Family, model, feeds, labels) -> tuple[str, float]:
-    if family.task == CAUSAL_LM:
+    if family.task.causal:
         losses = [model(**{k: v[i:i + 32] for k, v in feeds.items()},
                         labels=feeds["input_ids"][i:i + 32]).loss.item()
                   for i in range(0, len(feeds["input_ids"]), 32)]
-        return "perplexity", float(math.exp(np.mean(losses)))
+        return family.metric, float(math.exp(np.mean(losses)))
     preds = torch.cat([model(**{k: v[i:i + 128] for k, v in feeds.items()}).logits.argmax(-1)
                        for i in range(0, len(labels), 128)])
-    return "accuracy", float((preds == labels).float().mean().item() * 100)
+    return family.metric, float((preds == labels).float().mean().item() * 100)
 
 
 def quality_floor(family: Family, vocab_size: int) -> tuple[str, float, str]:
     """(metric, floor, how the floor is set) for the family's starter: accuracy must reach
     the floor, perplexity must stay under it."""
     declared = family.starter_floor
-    if family.task == CAUSAL_LM:
-        frac = DEFAULT_FLOOR[CAUSAL_LM] if declared is None else declared
-        return "perplexity", frac * vocab_size, f"{frac:g} x the uniform-guess perplexity {vocab_size}"
+    if family.task.causal:
+        frac = DEFAULT_LM_FLOOR if declared is None else declared
+        return family.metric, frac * vocab_size, f"{frac:g} x the uniform-guess perplexity {vocab_size}"
     points = DEFAULT_CLASSIFIER_FLOOR if declared is None else declared
     chance = 100.0 / len(synthetic.LABELS)
-    return "accuracy", chance + points, f"chance {chance:.0f}% + {points:g} points"
+    return family.metric, chance + points, f"chance {chance:.0f}% + {points:g} points"
 
 
 def _below_floor(family: Family, metric: str, value: float, vocab_size: int) -> str | None:
@@ -153,7 +153,7 @@ def _below_floor(family: Family, metric: str, value: float, vocab_size: int) -> 
         return f"it records a held-out {metric}, not a {want}"
     if not math.isfinite(value):
         return f"held-out {metric} is {value}"
-    side = "below" if metric == "accuracy" else "above"
+    side = "below" if family.task.metric.higher_is_better else "above"
     if (value < floor) if side == "below" else (value > floor):
         return f"held-out {metric} {value:.2f} is {side} its floor {floor:.2f} ({rule})"
     return None
@@ -183,7 +183,7 @@ def _starter_data(family: Family, tokenizer, seq_len: int):
     """The starter's config extras and its train / held-out feeds: language-model windows
     of the synthetic paragraphs, or labelled synthetic reviews (labels None for a LM)."""
     cfg_kwargs = dict(family.starter_config, vocab_size=len(tokenizer))
-    if family.task == CAUSAL_LM:
+    if family.task.causal:
         cfg_kwargs.update(bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id)
         text = synthetic.paragraphs(4000, seed=SEED + 2)
         ids = np.asarray(tokenizer("\n".join(text))["input_ids"], dtype=np.int64)
@@ -248,7 +248,7 @@ def build_starter(family: Family, log=print, seconds: float | None = None) -> Pa
     torch.manual_seed(SEED)
     t0 = time.perf_counter()
     config_cls, model_cls = family.transformers_classes()
-    seq_len = 48 if family.task != CAUSAL_LM else 64
+    seq_len = 48 if not family.task.causal else 64
     corpus = synthetic.paragraphs(3000, seed=SEED + 1)
     tokenizer = _train_tokenizer(family.tokenizer_kind, corpus, family.starter_config["vocab_size"])
     cfg_kwargs, train_feeds, train_labels, test_feeds, test_labels = _starter_data(family, tokenizer, seq_len)
@@ -274,7 +274,7 @@ def build_starter(family: Family, log=print, seconds: float | None = None) -> Pa
         "note": "edgeify offline starter: small architecture trained on edgeify-generated data; not a pretrained model",
         "train_steps": steps, "train_seconds": round(time.perf_counter() - t0, 1),
         "held_out": {"name": metric, "value": round(value, 3), "n": len(next(iter(test_feeds.values())))},
-        "chance": (100.0 / len(synthetic.LABELS)) if metric == "accuracy" else None,
+        "chance": (100.0 / len(synthetic.LABELS)) if family.task.labelled else None,
         "floor": {"name": floor_metric, "value": round(floor, 3), "rule": rule, "met": not problem},
         "planned_steps": planned,
     }

@@ -89,11 +89,10 @@ def open_decoder(path: str | Path, threads: int) -> Decoder:
             _refuse_if_corrupt(path)
             raise
     if path.is_dir() and (path / "config.json").exists():
-        from edgeify.families import CAUSAL_LM
         from edgeify.families.loader import _family_of_dir
         from edgeify.runtimes.torch_runner import TorchDecoder
 
-        if _family_of_dir(path).task == CAUSAL_LM:
+        if _family_of_dir(path).task.causal:
             return TorchDecoder(path, threads)
     _refuse_if_corrupt(path)  # no decoder predicate parses a damaged file: not "not a decoder"
     kinds = ", ".join(name for name, _, _ in _DECODERS)

@@ -15,13 +15,13 @@ from typing import Callable
 import numpy as np
 
 from edgeify.errors import EdgeifyError
-from edgeify.families import CAUSAL_LM
 from edgeify.runtimes import is_decoder
 from edgeify.targets.remote import Device, RemoteError, measure_remote
+from edgeify.tasks import Task
 
 
 def measure_on_device(device: Device, artifacts: list[Path], feeds: list[dict[str, np.ndarray]],
-                      evaluation: list, task: str, threads: int, seconds: float,
+                      evaluation: list, task: Task, threads: int, seconds: float,
                       log_fn: Callable[[str], None]) -> list[dict]:
     """One result per artifact: the device's measurement (plus its metric for
     classification), or {"error": why}. `evaluation` holds each artifact's eval Batch."""
@@ -35,7 +35,7 @@ def measure_on_device(device: Device, artifacts: list[Path], feeds: list[dict[st
             out.append({"error": "cached decoders are not timed on a device yet"})
             continue
         # perplexity on the device would be on plain windows, not the sliding ones used here
-        with_eval = task != CAUSAL_LM
+        with_eval = not task.causal
         try:
             result = measure_remote(device, path, feed, threads, max_seconds=seconds,
                                     eval_inputs=batch.inputs if with_eval else None,

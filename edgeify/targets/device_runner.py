@@ -26,11 +26,11 @@ import time
 import xml.etree.ElementTree as ET
 
 if __package__:  # imported inside edgeify
-    from edgeify.contract import (CAPS_WITHOUT_BF16, OV_BIN_SHA256, OV_PRECISION, OV_SHAPES, ort_session_options,
-                                  ort_thread_settings, sha256_of)
+    from edgeify.contract import (CAPS_WITHOUT_BF16, OV_BIN_SHA256, OV_PRECISION, OV_SHAPES, TASK_CAUSAL_LM,
+                                  ort_session_options, ort_thread_settings, sha256_of)
 else:  # run as a script on a device: the copy targets/remote.py ships beside this file
-    from contract import (CAPS_WITHOUT_BF16, OV_BIN_SHA256, OV_PRECISION, OV_SHAPES, ort_session_options,
-                          ort_thread_settings, sha256_of)
+    from contract import (CAPS_WITHOUT_BF16, OV_BIN_SHA256, OV_PRECISION, OV_SHAPES, TASK_CAUSAL_LM,
+                          ort_session_options, ort_thread_settings, sha256_of)
 
 TFLITE_MODULES = ("ai_edge_litert", "tflite_runtime", "tensorflow.lite")  # tried in this order
 
@@ -248,7 +248,7 @@ def _evaluate(np, run, inputs: dict, labels, task: str) -> dict:
     """edgeify.evaluate's metric with its batch sizes: accuracy (% argmax == label) for a
     classifier, perplexity (exp of the mean next-token NLL, no context) for a causal LM."""
     n = len(next(iter(inputs.values())))
-    if task == "causal-lm":
+    if task == TASK_CAUSAL_LM:
         nll, count = 0.0, 0
         for start in range(0, n, 4):
             feeds = {k: v[start:start + 4] for k, v in inputs.items()}

@@ -142,24 +142,28 @@ def _precision(artifact: Path) -> str:
 def measure_remote(device: Device, artifact: str | Path, feeds: dict[str, np.ndarray], threads: int, *,
                    warmup: int = 10, min_runs: int = 30, max_runs: int = 300, max_seconds: float = 6.0,
                    eval_inputs: dict[str, np.ndarray] | None = None, labels: np.ndarray | None = None,
-                   task: str | None = None) -> dict:
+                   task=None) -> dict:
     """Latency (and with `eval_inputs` the metric) of `artifact` measured on `device`: the
-    keys of targets.local.measure plus `device`, and `metric` {name, value, n}."""
-    from edgeify.families import CAUSAL_LM, SEQ_CLS
+    keys of targets.local.measure plus `device`, and `metric` {name, value, n}. `task`: a
+    tasks.Task or its name, needed with `eval_inputs`."""
+    from edgeify import tasks
     from edgeify.runtimes.openvino_runner import SHAPES_ENV
 
     artifact = Path(artifact)
     files = companion_files(artifact)
-    if eval_inputs is not None and task not in (SEQ_CLS, CAUSAL_LM):
-        raise UsageError(f"task {task!r}: evaluation on a device takes {SEQ_CLS!r} or {CAUSAL_LM!r}")
-    if eval_inputs is not None and task == SEQ_CLS and labels is None:
-        raise UsageError("evaluating a classifier on a device needs labels")
+    if eval_inputs is not None:
+        try:
+            task = tasks.get(task)
+        except KeyError as e:
+            raise UsageError(f"evaluation on a device: {e.args[0]}") from None
+        if task.labelled and labels is None:
+            raise UsageError("evaluating a classifier on a device needs labels")
     shapes = os.environ.get(SHAPES_ENV, "").strip().lower()  # honoured as the local runner does
     if shapes not in ("", "static", "dynamic"):
         raise UsageError(f"{SHAPES_ENV}={shapes!r}; accepted: static, dynamic")
     spec = dict(artifact=artifact.name, inputs="inputs.npz", threads=int(threads), warmup=warmup,
                 min_runs=min_runs, max_runs=max_runs, max_seconds=max_seconds,
-                task=task if eval_inputs is not None else None, openvino_shapes=shapes, exit_on_stdin_eof=True)
+                task=task.name if eval_inputs is not None else None, openvino_shapes=shapes, exit_on_stdin_eof=True)
     with tempfile.TemporaryDirectory(prefix="edgeify-remote-") as tmp:
         arrays = {f"feed.{k}": np.asarray(v) for k, v in feeds.items()}
         arrays.update({f"eval.{k}": np.asarray(v) for k, v in (eval_inputs or {}).items()})

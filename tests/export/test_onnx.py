@@ -14,7 +14,7 @@ from edgeify.calibration import synthetic
 from edgeify.calibration.tokenize import Batch, encode_classification, encode_language_model
 from edgeify.export import config_record, get_backend
 from edgeify.export.onnx import DynamicInt8, OnnxBackend, StaticInt8, dedupe_initializers
-from edgeify.families import CAUSAL_LM
+from edgeify.tasks import CAUSAL_LM
 from edgeify.runtimes import open_runner
 
 SHARED_DATA = Path(__file__).resolve().parents[3] / "shared" / "data"

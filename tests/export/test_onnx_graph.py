@@ -10,7 +10,7 @@ import pytest
 
 from edgeify.export import onnx_graph, onnx_norms
 from edgeify import families
-from edgeify.families import CAUSAL_LM
+from edgeify.tasks import CAUSAL_LM
 
 FAMILIES = families.names()  # every registered family
 

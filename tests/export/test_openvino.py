@@ -23,7 +23,7 @@ from edgeify.contract import sha256_of
 from edgeify.export.openvino import (
     RT_BIN_SHA256, RT_PRECISION, RT_SHAPES, AccuracyControlledInt8, AsRunByDefault, Fp16Weights, Int8,
     OpenVinoBackend, WeightsOnly, quantized_matmuls)
-from edgeify.families import CAUSAL_LM
+from edgeify.tasks import CAUSAL_LM
 from edgeify.runtimes import open_runner
 from edgeify.runtimes.openvino_runner import SHAPES_ENV, OpenVinoRunner, default_precision
 

@@ -25,7 +25,7 @@ from edgeify.export.accuracy_control import AccuracyControlledInt8
 from edgeify.export.tflite import TfliteBackend
 from edgeify.export.tflite_common import DynamicInt8, Fp16Weights, StaticInt8, family_ops
 from edgeify.runtimes.tflite_file import describe
-from edgeify.families import CAUSAL_LM
+from edgeify.tasks import CAUSAL_LM
 from edgeify.runtimes import input_names, open_runner
 from edgeify.runtimes.tflite_runner import PYTHONS_ENV, TfliteRunner, check_runtimes
 from tests.tflrt import TFLRT, TFLRT_RUNTIME, needs_tflrt

@@ -6,7 +6,7 @@ import pytest
 
 from edgeify import families
 from edgeify.errors import UsageError
-from edgeify.families import CAUSAL_LM, SEQ_CLS
+from edgeify.tasks import CAUSAL_LM, SEQ_CLS
 
 
 @pytest.mark.parametrize("name, expected", [

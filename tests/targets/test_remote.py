@@ -16,7 +16,7 @@ import pytest
 
 from edgeify.errors import UsageError
 from edgeify.evaluate import evaluate
-from edgeify.families import CAUSAL_LM, SEQ_CLS
+from edgeify.tasks import CAUSAL_LM, SEQ_CLS
 from edgeify.calibration.tokenize import Batch
 from edgeify.runtimes import open_runner
 from edgeify.targets.remote import Device, RemoteError, measure_remote
@@ -190,7 +190,7 @@ def test_runner_reads_the_shipped_contract_and_edgeify_settings(tmp_path):
     assert device_runner.OV_PRECISION is contract.OV_PRECISION  # inside edgeify: the package's own
     assert openvino_runner.CAPS_WITHOUT_BF16 is contract.CAPS_WITHOUT_BF16
     assert openvino_runner.STATIC_SHAPES_DEFAULT is False  # the runner's default too
-    assert (CAUSAL_LM, SEQ_CLS) == ("causal-lm", "sequence-classification")
+    assert (CAUSAL_LM.name, SEQ_CLS.name) == (contract.TASK_CAUSAL_LM, contract.TASK_SEQ_CLS)  # the wire names
 
 
 # --- failures: each one line, saying what to do --------------------------------------
