@@ -347,7 +347,7 @@ def test_fusion_failure_keeps_the_plain_export(starter_dir, tmp_path, monkeypatc
     np.testing.assert_allclose(got, torch_logits(loaded.model, feeds), atol=1e-4)
 
 
-@pytest.mark.parametrize("name", ["electra", "albert"])
+@pytest.mark.parametrize("name", [n for n in families.names() if families.get(n).task.labelled])
 def test_pruned_model_with_uneven_heads_fuses_and_loads(name, starter_dir, tmp_path):
     """Layers keeping different head counts (compress/prune): the fused Attention of each
     layer gets its own count. Before pin_head_counts the fusion used the config's count for
