@@ -133,7 +133,8 @@ def cli():
               "perplexity window sees, unscored (sliding-window perplexity) [default: --seq-len, cut to "
               "what the model and the decoders' cache hold; 0 scores each window from an empty cache].")
 @click.option("--resume", is_flag=True, help="Continue an interrupted --distill/--prune run from its last "
-              "epoch checkpoint (kept beside the output directory until the run succeeds).")
+              "epoch checkpoint (kept beside the output directory until the run succeeds); with a budget, "
+              "continue an interrupted search in -o, reusing every recipe it finished.")
 @debug_option
 def run_cmd(model, int8, formats, target, data, eval_data, calibration_data, train_data, text_column, label_column,
             seq_lens, n_calibration, n_eval, max_accuracy_drop, out_dir, force, bench_seconds, bench_rounds, distill,

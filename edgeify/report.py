@@ -148,6 +148,16 @@ def _data_sources(d: dict) -> str:
     return text + (f"; rows dropped as duplicates of evaluated text: {dropped}" if dropped else "")
 
 
+def _text_length_line(d: dict) -> list[str]:
+    """The evaluation texts' lengths, and what each shorter static length would cut."""
+    t = d.get("text_lengths")
+    if not t:
+        return []
+    cuts = ", ".join(f"{n}: {pct:g}%" for n, pct in t["truncated_pct_at"].items())
+    return [f"- evaluation text lengths: p50 {t['p50']}, p90 {t['p90']}, p99 {t['p99']}, max {t['max']} tokens; "
+            f"{t['truncated_pct']:g}% of rows cut at seq len {d['seq_len']} (rows cut at each length: {cuts})"]
+
+
 def _generation_line(report: dict) -> list[str]:
     gen = report["baseline"].get("generation")
     if not gen:
@@ -176,6 +186,7 @@ def markdown(report: dict, out_dir: Path | None = None, pareto: Path | None = No
         + _data_sources(d)
         + (f"; perplexity over each window after {d['eval_context']} unscored tokens of the text before it "
            "(sliding window)" if d.get("eval_context") else ""),
+        *_text_length_line(d),
         *data_warning_lines(report, "- **data warning**: "),
         *timing_lines(report, "- **timing warning**: "),
         f"- target: `{t['name']}` — {t['description']}, {t['threads']} threads; CPU: {t['cpu']}",

@@ -1,11 +1,15 @@
-"""Budgets: search recipes (compression x format x precision) for the best artifact that fits.
+"""Budgets: search recipes (compression x length x format x precision) for the best
+artifact that fits.
 
-One recipe is one ordinary run (pipeline.run) with a compression setting; each run
-already tries every planned format and precision, so the search only walks the
-compression axis, cheapest and most accurate first, and stops at the first recipe that
-yields an artifact within every budget. After each recipe the candidates so far, their
-Pareto front and the best one are written (search.json, search.md, pareto.png), so an
-interrupted search keeps what it found.
+One recipe is one ordinary run (pipeline.run) with a compression setting and, where the
+data's lengths allow, a shorter static length (search_recipes.py); each run already tries
+every planned format and precision, so the search only walks the recipes, least lossy
+first, skips those a measured run already rules out on latency, and stops at the first
+recipe that yields an artifact within every budget. Every drop is measured against the
+original model at the user's --seq-len (the first run's baseline) on the same evaluation
+rows, so a shorter length pays for the rows it cuts. After each recipe the state is written
+(search.json, search.md, pareto.png: search_report.py), so an interrupted search keeps what
+it found, and `--resume` reuses each finished recipe's run instead of repeating it.
 
 Latency against a budget is the target's: measured on the device (--device), else the
 estimate for it (a target edgeify cannot time), else this host's measurement.
@@ -15,25 +19,18 @@ from __future__ import annotations
 
 import json
 import re
+import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from edgeify import compress, metrics, staging
+from edgeify import compress, metrics, search_report, staging
 from edgeify.errors import UsageError
 from edgeify.evaluate import metric_drop
+from edgeify.search_recipes import SKIP_MARGIN, Recipe, catalog, latency_floor, shape_of, short_length
 
 DEFAULT_ACCURACY_DROP = 1.0
-
-# (name, compression stages), in the order tried: each costs more accuracy (or training)
-# than the one before. Vocabulary trimming is lossless on the data (checked), so it comes first.
-RECIPES: tuple[tuple[str, tuple], ...] = (
-    ("as is", ()),
-    ("trim-vocab", (compress.TrimVocab(),)),
-    ("prune 30% + trim-vocab", (compress.Prune(ratio=0.3), compress.TrimVocab())),
-    ("prune 50% + trim-vocab", (compress.Prune(ratio=0.5), compress.TrimVocab())),
-    ("distill to half the layers + trim-vocab", (compress.Distill(), compress.TrimVocab())),
-)
+FIRST = Recipe("as is")
 
 
 @dataclass(frozen=True)
@@ -55,10 +52,17 @@ class Budgets:
         return out
 
 
-def candidates(report: dict, recipe: str, run_dir: Path) -> list[dict]:
-    """One point per artifact the target takes: its drop vs the original model, and the
-    latency, size and memory the budgets judge."""
-    base = report["baseline"]["metric"]
+def reference_of(report: dict) -> dict:
+    """What every candidate is compared with: the original model in the first run."""
+    base = report["baseline"]
+    return {"name": base["metric"]["name"], "value": base["metric"]["value"], "seq_len": report["data"]["seq_len"],
+            "pytorch_p50": (base.get("latency_ms") or {}).get("p50")}
+
+
+def candidates(report: dict, recipe: str, run_dir: Path, reference: dict | None = None) -> list[dict]:
+    """One point per artifact the target takes: its drop vs `reference` (default: this
+    run's own baseline), and the latency, size and memory the budgets judge."""
+    ref = reference or reference_of(report)
     out = []
     for a in report["artifacts"]:
         if a.get("refused") or a.get("seq_len", report["data"]["seq_len"]) != report["data"]["seq_len"]:
@@ -71,12 +75,14 @@ def candidates(report: dict, recipe: str, run_dir: Path) -> list[dict]:
         else:
             latency, where = a["latency_ms"]["p50"], "measured here"
         out.append({
-            "recipe": recipe, "artifact": str(run_dir / a["path"]), "format": a["format"],
+            "recipe": recipe, "run_dir": str(run_dir), "artifact": str(run_dir / a["path"]), "format": a["format"],
             "precision": a["precision"], "metric": a["metric"]["value"],
-            "drop": round(metric_drop(a["metric"]["value"], base["value"], base["name"]), 4),
-            "unit": metrics.get(base["name"]).unit,
+            "drop": round(metric_drop(a["metric"]["value"], ref["value"], ref["name"]), 4),
+            "unit": metrics.get(ref["name"]).unit,
             "latency_ms": latency, "latency_basis": where, "size_mb": round(a["size_bytes"] / 2**20, 3),
             "memory_mb": device.get("peak_rss_mb") or a.get("peak_rss_mb"),
+            "speedup": (round(ref["pytorch_p50"] / latency, 2)
+                        if where == "measured here" and ref.get("pytorch_p50") and latency else None),
         })
     return out
 
@@ -97,72 +103,184 @@ def _slug(name: str) -> str:
     return re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
 
 
-def _write(root: Path, state: dict) -> None:
-    """search.json and search.md, each written to a temp file and renamed."""
-    lines = [f"# edgeify search: {state['model']} for {state['target']}", "",
-             f"- budgets: {json.dumps(state['budgets'])}",
-             f"- recipes tried: {', '.join(r['recipe'] for r in state['recipes'])}", ""]
-    best = state.get("best")
-    lines += ([f"**Best within every budget: `{best['artifact']}`** ({best['recipe']}, {best['format']} "
-               f"{best['precision']}): {best['unit']} drop {best['drop']:.2f}, {best['latency_ms']:.2f} ms "
-               f"({best['latency_basis']}), {best['size_mb']:.1f} MB", ""] if best else
-              [f"**Nothing fits every budget.** {state['verdict']}", ""])
-    lines += ["| recipe | artifact | drop | latency ms | basis | size MB | memory MB | Pareto | over budget |",
-              "|---|---|---|---|---|---|---|---|---|"]
-    front = {p["artifact"] for p in state["pareto"]}
-    for p in state["candidates"]:
-        lines.append(f"| {p['recipe']} | `{Path(p['artifact']).name}` ({p['format']} {p['precision']}) | "
-                     f"{p['drop']:+.2f} | {p['latency_ms']:.2f} | {p['latency_basis']} | {p['size_mb']:.1f} | "
-                     f"{p['memory_mb'] if p['memory_mb'] is not None else '-'} | "
-                     f"{'yes' if p['artifact'] in front else ''} | {'; '.join(p['misses'])} |")
-    for name, text in (("search.json", json.dumps(state, indent=2, default=str) + "\n"),
-                       ("search.md", "\n".join(lines) + "\n")):
-        tmp = root / f".{name}.tmp"
-        tmp.write_text(text)
-        tmp.replace(root / name)
+def _recipe_config(config, recipe: Recipe, run_dir: Path):
+    seq = {"seq_len": recipe.seq_len, "extra_seq_lens": ()} if recipe.seq_len else {}
+    return replace(config, compress=recipe.stages, out_dir=str(run_dir), force=True, **seq)
 
 
-def search(config, budgets: Budgets, run: Callable[..., dict], log_fn: Callable[[str], None] = print,
-           recipes: tuple[tuple[str, tuple], ...] | None = None) -> dict:
-    """Run `recipes` in order until one gives an artifact within every budget.
+def _finished_run(run_dir: Path, config) -> dict | None:
+    """The report of a recipe's earlier run with this very config (--resume), else None.
+    A run dir appears only when its run finished (staging.py), so a report means done."""
+    try:
+        report = json.loads((run_dir / "report.json").read_text())
+    except (OSError, ValueError):
+        return None
+    want = {**asdict(config), "compress": [compress.describe(c) for c in config.compress]}
+    skip = {"out_dir", "force", "resume"}
+    same = all(report.get("config", {}).get(k) == _jsonable(v) for k, v in want.items() if k not in skip)
+    return report if same else None
 
-    `config` is the user's config.RunConfig (its own --distill/--prune are not combined
-    with the recipes: give budgets or compression flags, not both); `run(config, log_fn)`
-    is pipeline.run. Returns the search state (also in search.json)."""
+
+def _jsonable(value):
+    return json.loads(json.dumps(value, default=str))
+
+
+def _train_seconds(report: dict) -> float:
+    return round(sum((st.get("info") or {}).get("seconds", 0.0) for st in report.get("stages") or []), 1)
+
+
+def _root(config, log_fn) -> tuple[Path, dict | None]:
+    """The search directory, and with --resume the state an earlier search left in it."""
     if config.compress:
         raise UsageError("budgets (--max-latency-ms, --max-size-mb, --max-memory-mb) search compression "
                          "recipes themselves; drop --distill / --prune / --trim-vocab, or drop the budgets")
+    root = staging.resolve(config.out_dir, config.model)
+    if config.resume and (root / "search.json").is_file():
+        log_fn(f"search: resuming in {root}: finished recipes are reused")
+        return root, json.loads((root / "search.json").read_text())
     root = staging.check_out_dir(config, log_fn)  # the run's own default and overwrite rules
     root.mkdir(parents=True, exist_ok=True)
     staging.mark(root, "search")  # a later --force may replace it
-    recipes = RECIPES if recipes is None else recipes
-    state = {"model": config.model, "target": config.target, "budgets": asdict(budgets),
-             "recipes": [], "candidates": [], "pareto": [], "best": None, "verdict": ""}
-    for i, (name, stages) in enumerate(recipes, 1):
-        run_dir = root / "recipes" / f"{i}-{_slug(name)}"
-        log_fn(f"\n=== recipe {i}/{len(recipes)}: {name} -> {run_dir}")
-        report = run(replace(config, compress=stages, out_dir=str(run_dir), force=True), log_fn=log_fn)
-        points = candidates(report, name, run_dir)
-        for p in points:
-            p["misses"] = budgets.misses(p)
-        state["recipes"].append({"recipe": name, "dir": str(run_dir), "stages": [compress.describe(s) for s in stages]})
-        state["candidates"] += points
-        state["pareto"] = pareto(state["candidates"])
-        state["best"] = best_fit(state["candidates"], budgets)
-        _write(root, state)  # the best so far survives a later failure or Ctrl-C
-        if state["best"]:
-            log_fn(f"search: {state['best']['artifact']} fits every budget; stopping after {name}")
-            break
-        # compressing further only costs accuracy: if accuracy is all that is missed, stop
-        if state["candidates"] and all(m.startswith(("accuracy", "%")) for p in points for m in p["misses"]):
-            state["verdict"] = (f"every artifact so far misses only the accuracy budget "
-                                f"({budgets.max_accuracy_drop:g}); more compression cannot fix that")
-            break
-    if not state["best"]:
-        closest = min(state["candidates"], key=lambda p: len(p["misses"]), default=None)
-        state["verdict"] = (state["verdict"] or f"all {len(state['recipes'])} recipes tried") + (
-            f"; closest: {closest['artifact']} ({'; '.join(closest['misses'])})" if closest else "")
-        log_fn(f"search: nothing fits every budget: {state['verdict']}")
-    _write(root, state)
+    return root, None
+
+
+class _Progress:
+    """One bar over the recipes; the pipeline's "[k/5] ..." lines name the stage on it."""
+
+    def __init__(self, log_fn, total: int):
+        from tqdm.auto import tqdm
+
+        self.bar = tqdm(total=total, desc="search", unit="recipe", position=0, leave=False, mininterval=1.0)
+        self.log_fn, self.recipe = log_fn, ""
+
+    def log(self, msg: str) -> None:
+        stage = re.match(r"\s*\[(\d+/\d+)\] (.{0,40})", msg)
+        if stage:
+            self.bar.set_postfix_str(f"{self.recipe[:40]} | {stage.group(1)} {stage.group(2)}", refresh=False)
+        with self.bar.external_write_mode():
+            self.log_fn(msg)
+
+    def next(self, recipe: str, total: int) -> None:
+        self.recipe, self.bar.total = recipe, total
+        self.bar.set_description_str(f"search {self.bar.n + 1}/{total}")
+        self.bar.set_postfix_str(recipe[:40])
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def search(config, budgets: Budgets, run: Callable[..., dict], log_fn: Callable[[str], None] = print,
+           recipes: tuple[Recipe, ...] | None = None) -> dict:
+    """Run recipes in order until one gives an artifact within every budget.
+
+    `config` is the user's config.RunConfig (its own --distill/--prune are not combined
+    with the recipes: give budgets or compression flags, not both); `run(config, log_fn)`
+    is pipeline.run. `recipes`: a fixed list instead of the catalog the first run's model
+    shape and text lengths give. Returns the search state (also in search.json)."""
+    root, earlier = _root(config, log_fn)
+    state = {"model": config.model, "target": config.target, "budgets": asdict(budgets), "recipes": [],
+             "candidates": [], "pareto": [], "best": None, "verdict": "", "reference": None, "seconds": 0.0,
+             # --resume: each earlier recipe run's wall time, by its directory
+             "resumed": {r["dir"]: r.get("seconds") for r in (earlier or {}).get("recipes", []) if r.get("dir")}}
+    queue, measured, started = list(recipes or (FIRST,)), [], time.perf_counter() - (earlier or {}).get("seconds", 0)
+    progress = _Progress(log_fn, len(queue))
+    try:
+        while queue and not state["best"]:
+            recipe = queue.pop(0)
+            i = len(state["recipes"]) + 1
+            progress.next(recipe.name, i + len(queue))
+            outcome, report = _step(config, budgets, run, root, state, recipe, i, measured, progress.log)
+            if i == 1 and recipes is None and report is not None:
+                queue = list(_plan(report, Path(state["recipes"][0]["dir"]), state))
+            state["seconds"] = round(time.perf_counter() - started, 1)
+            search_report.write(root, state)  # the best so far survives a later failure or Ctrl-C
+            progress.bar.update(1)
+            if outcome == "accuracy only":
+                break
+    finally:
+        progress.close()
+    _verdict(state, log_fn)
+    state["seconds"] = round(time.perf_counter() - started, 1)
+    search_report.write(root, state)
     state["output_dir"] = str(root)
     return state
+
+
+def _plan(report: dict, run_dir: Path, state: dict) -> tuple[Recipe, ...]:
+    """The catalog after the first run, from its model's shape and its texts' lengths."""
+    from edgeify import families
+
+    shape = shape_of(run_dir, report, families.get(report["model"]["family"]))
+    lengths = report["data"].get("text_lengths")
+    short = short_length(lengths, report["data"]["seq_len"])
+    state.update(shape=asdict(shape), text_lengths=lengths, short_seq_len=short)
+    return catalog(shape, report["data"]["seq_len"], short)[1:]
+
+
+def _step(config, budgets: Budgets, run, root: Path, state: dict, recipe: Recipe, i: int,
+          measured: list, log_fn) -> tuple[str, dict | None]:
+    """Run (or reuse, or skip) one recipe and add its candidates. Returns ("accuracy
+    only" when compressing further cannot help, else "") and the run's report (None:
+    skipped)."""
+    shape = state.get("shape")
+    floor = (latency_floor(recipe, measured, _shape(shape), state["reference"]["seq_len"])
+             if shape and budgets.max_latency_ms and measured else None)
+    if floor is not None and floor > budgets.max_latency_ms * SKIP_MARGIN:
+        log_fn(f"\n=== recipe {i}: {recipe.name}: skipped, it cannot beat {floor:.2f} ms "
+               f"(> {budgets.max_latency_ms:g} ms budget x {SKIP_MARGIN:g})")
+        state["recipes"].append({**recipe.describe(), "outcome": f"skipped: latency floor {floor:.2f} ms"})
+        return "", None
+    run_dir = root / "recipes" / f"{i}-{_slug(recipe.name)}"
+    cfg = _recipe_config(config, recipe, run_dir)
+    t0 = time.perf_counter()
+    report = _finished_run(run_dir, cfg) if config.resume else None
+    if report is not None:
+        log_fn(f"\n=== recipe {i}: {recipe.name}: finished in an earlier search, reused ({run_dir})")
+        seconds = state["resumed"].get(str(run_dir))
+    else:
+        log_fn(f"\n=== recipe {i}: {recipe.name} -> {run_dir}")
+        report = run(cfg, log_fn=log_fn)
+        seconds = round(time.perf_counter() - t0, 1)
+    state["reference"] = state["reference"] or reference_of(report)
+    points = candidates(report, recipe.name, run_dir, state["reference"])
+    for p in points:
+        p["misses"] = budgets.misses(p)
+    if points:
+        measured.append((recipe, min(p["latency_ms"] for p in points)))
+    state["recipes"].append({**recipe.describe(), "dir": str(run_dir), "seconds": seconds,
+                             "train_seconds": _train_seconds(report), "outcome": _outcome(points)})
+    state["candidates"] += points
+    state["pareto"] = pareto(state["candidates"])
+    state["best"] = best_fit(state["candidates"], budgets)
+    if state["best"]:
+        log_fn(f"search: {state['best']['artifact']} fits every budget; stopping after {recipe.name}")
+    elif points and all(m.startswith(("accuracy", "%")) for p in points for m in p["misses"]):
+        # compressing further only costs accuracy: if accuracy is all that is missed, stop
+        state["verdict"] = (f"every artifact so far misses only the accuracy budget "
+                            f"({budgets.max_accuracy_drop:g}); more compression cannot fix that")
+        return "accuracy only", report
+    return "", report
+
+
+def _shape(d: dict):
+    from edgeify.search_recipes import Shape
+
+    return Shape(**d)
+
+
+def _outcome(points: list[dict]) -> str:
+    fits = [p for p in points if not p["misses"]]
+    if fits:
+        return f"{len(fits)} of {len(points)} artifacts fit"
+    return f"ran: none of {len(points)} artifacts fits"
+
+
+def _verdict(state: dict, log_fn) -> None:
+    if state["best"]:
+        return
+    tried = sum(1 for r in state["recipes"] if not r["outcome"].startswith("skipped"))
+    closest = min(state["candidates"], key=lambda p: len(p["misses"]), default=None)
+    state["verdict"] = (state["verdict"] or f"all {len(state['recipes'])} recipes tried or ruled out "
+                        f"({tried} run)") + (f"; closest: {closest['artifact']} ({'; '.join(closest['misses'])})"
+                                             if closest else "")
+    log_fn(f"search: nothing fits every budget: {state['verdict']}")

@@ -466,3 +466,12 @@ def test_a_controlled_file_that_is_the_plain_one_again_says_so():
     md = report.markdown(rep)
     assert (f"> **{rep['artifacts'][-1]['path']}**: nothing needed reverting, so it is "
             f"{rep['artifacts'][1]['path']} again (not a second candidate)") in md
+
+
+def test_report_md_gives_the_evaluation_text_lengths():
+    rep = _report(estimates=False)
+    rep["data"]["text_lengths"] = {"p50": 21, "p90": 38, "p99": 55, "max": 97, "truncated_pct": 0.0,
+                                   "truncated_pct_at": {"32": 22.5, "64": 0.4, "128": 0.0}}
+    line = next(x for x in report.markdown(rep).splitlines() if "evaluation text lengths" in x)
+    assert line == ("- evaluation text lengths: p50 21, p90 38, p99 55, max 97 tokens; 0% of rows cut at seq len "
+                    f"{rep['data']['seq_len']} (rows cut at each length: 32: 22.5%, 64: 0.4%, 128: 0%)")

@@ -5,12 +5,16 @@ search end to end."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
+from pathlib import Path
 
 import pytest
 
 from edgeify.errors import UsageError
 from edgeify.config import RunConfig
+from edgeify import compress
 from edgeify.search import Budgets, best_fit, pareto, search
+from edgeify.search_recipes import Recipe
 
 
 def _point(drop, latency, size=10.0, memory=100.0, name="a"):
@@ -28,36 +32,107 @@ def test_pareto_front_and_best_fit():
         "latency 5.0 ms > 4.5 ms", "size 10.0 MB > 5 MB"]
 
 
-def _report(arts, base=80.0):
-    return {"baseline": {"metric": {"name": "accuracy", "value": base}}, "data": {"seq_len": 128},
-            "artifacts": [{"format": "onnx", "precision": p, "path": f"onnx/{p}.onnx", "seq_len": 128,
+def _report(arts, base=80.0, pytorch_p50=40.0, seq_len=128, cut_at=None):
+    """A run's report as pipeline.run returns it, for the fields the search reads."""
+    lengths = {"p50": 20, "p90": 40, "p99": 60, "max": 90, "truncated_pct": 0.0,
+               "truncated_pct_at": cut_at or {"16": 80.0, "32": 40.0, "48": 12.0, "64": 0.9, "96": 0.0, "128": 0.0}}
+    return {"baseline": {"metric": {"name": "accuracy", "value": base}, "path": "pytorch",
+                         "latency_ms": {"p50": pytorch_p50}},
+            "model": {"family": "electra"}, "data": {"seq_len": seq_len, "text_lengths": lengths},
+            "artifacts": [{"format": "onnx", "precision": p, "path": f"onnx/{p}.onnx", "seq_len": seq_len,
                            "metric": {"value": acc}, "latency_ms": {"p50": lat}, "size_bytes": int(mb * 2**20),
                            "peak_rss_mb": 200.0, **extra} for p, acc, lat, mb, extra in arts]}
 
 
 class Recorder:
-    """Stands in for pipeline.run: returns a prepared report per recipe, records configs."""
+    """Stands in for pipeline.run: writes what a finished run leaves that the search reads
+    (report.json with the run's config, the baseline's config.json) and returns a
+    prepared report per recipe; records the configs it was given."""
 
     def __init__(self, reports):
         self.reports, self.configs = list(reports), []
 
     def __call__(self, config, log_fn=print):
+        from dataclasses import asdict
+
+        from edgeify import compress
+
         self.configs.append(config)
-        return self.reports[len(self.configs) - 1]
+        report = dict(self.reports[len(self.configs) - 1])
+        report["data"] = {**report["data"], "seq_len": config.seq_len}
+        report["artifacts"] = [{**a, "seq_len": config.seq_len} for a in report["artifacts"]]
+        report["config"] = json.loads(json.dumps({**asdict(config), "compress": [compress.describe(c) for c in
+                                                                                config.compress]}, default=str))
+        out = Path(config.out_dir)
+        (out / "pytorch").mkdir(parents=True, exist_ok=True)
+        (out / "pytorch" / "config.json").write_text(json.dumps(
+            {"num_hidden_layers": 6, "hidden_size": 384, "num_attention_heads": 12}))
+        (out / "report.json").write_text(json.dumps(report))
+        return report
 
 
 def test_stops_at_the_first_recipe_that_fits_and_writes_the_best(tmp_path):
+    """The as-is run's 12 ms rules out trim-vocab at the same length for an 8 ms budget
+    (its floor is 12 ms), so the next recipe run is trim-vocab at 64 tokens, which cuts
+    under 1% of the rows; drops are against the first run's baseline at 128 tokens."""
     slow = _report([("fp32", 80.0, 20.0, 50, {}), ("int8-dynamic", 79.5, 12.0, 14, {})])
-    fits = _report([("fp32", 79.8, 11.0, 30, {}), ("int8-dynamic", 79.4, 7.0, 9, {})])
+    fits = _report([("fp32", 79.8, 11.0, 30, {}), ("int8-dynamic", 79.4, 7.0, 9, {})], base=79.9,
+                   pytorch_p50=20.0)
     run = Recorder([slow, fits, slow])
-    state = search(RunConfig(model="m", out_dir=str(tmp_path / "s")), Budgets(max_latency_ms=8.0), run,
-                   log_fn=lambda *_: None)
+    state = search(RunConfig(model="m", out_dir=str(tmp_path / "s"), extra_seq_lens=(256,)),
+                   Budgets(max_latency_ms=8.0), run, log_fn=lambda *_: None)
     assert len(run.configs) == 2  # stopped early
-    assert run.configs[0].compress == () and run.configs[1].compress[0].__class__.__name__ == "TrimVocab"
-    assert state["best"]["recipe"] == "trim-vocab" and state["best"]["precision"] == "int8-dynamic"
+    assert run.configs[0].compress == () and run.configs[0].seq_len == 128
+    assert [c.__class__.__name__ for c in run.configs[1].compress] == ["TrimVocab"]
+    assert (run.configs[1].seq_len, run.configs[1].extra_seq_lens) == (64, ())
+    assert [r["outcome"].split(":")[0] for r in state["recipes"]] == ["ran", "skipped", "1 of 2 artifacts fit"]
+    assert state["recipes"][1]["recipe"] == "trim-vocab" and "latency floor 12.00 ms" in state["recipes"][1]["outcome"]
+    best = state["best"]
+    assert best["recipe"] == "trim-vocab @ seq 64" and best["precision"] == "int8-dynamic"
+    assert best["drop"] == pytest.approx(0.6)  # vs 80.0, the original model at 128 tokens, not 79.9
+    assert best["speedup"] == pytest.approx(40.0 / 7.0, abs=0.01)  # vs PyTorch at 128 tokens
     saved = json.loads((tmp_path / "s" / "search.json").read_text())
     assert saved["best"]["latency_ms"] == 7.0 and len(saved["candidates"]) == 4
-    assert "Best within every budget" in (tmp_path / "s" / "search.md").read_text()
+    assert saved["short_seq_len"] == 64 and saved["shape"] == {"layers": 6, "hidden": 384, "head_dim": 32}
+    md = (tmp_path / "s" / "search.md").read_text()
+    assert "Best within every budget" in md and "search wall time" in md and "| 2 | trim-vocab | skipped" in md
+    assert (tmp_path / "s" / "pareto.png").stat().st_size > 1000
+
+
+def test_catalog_reaches_a_tenth_of_the_work_and_drops_duplicates():
+    from edgeify.search_recipes import Shape, catalog, short_length
+
+    shape = Shape(layers=6, hidden=384, head_dim=32)
+    cut = {"truncated_pct_at": {"32": 5.0, "48": 0.8, "64": 0.0, "128": 0.0}}
+    assert short_length(cut, 128) == 48 and short_length(cut, 48) is None and short_length(None, 128) is None
+    recipes = catalog(shape, 128, 48)
+    names = [r.name for r in recipes]
+    assert names[:3] == ["as is", "trim-vocab", "trim-vocab @ seq 48"] and len(set(names)) == len(names)
+    work = [r.work(shape, 128) for r in recipes]
+    assert work[:3] == [1.0, 1.0, 0.375]
+    assert min(work) < 0.1  # a tenth of the forward's work is within reach
+    assert "distill to 2 layers, hidden 192 + trim-vocab @ seq 48" in names
+    two = catalog(Shape(layers=2, hidden=64, head_dim=64), 128, None)  # 1/3 and 1/4 of 2 layers are both 1
+    assert len({(tuple(map(repr, r.stages)), r.seq_len) for r in two}) == len(two)
+    assert not any("hidden" in r.name for r in two)  # half of one head is no head
+
+
+def test_resume_reuses_finished_recipes(tmp_path):
+    slow = _report([("fp32", 80.0, 20.0, 50, {})])
+    first = Recorder([slow] * 3)
+    budgets = Budgets(max_latency_ms=0.5)
+    cfg = RunConfig(model="m", out_dir=str(tmp_path / "s"), train_data="t.csv", eval_data="e.csv")
+    search(cfg, budgets, first, log_fn=lambda *_: None,
+           recipes=(Recipe("as is"), Recipe("trim-vocab", (compress.TrimVocab(),))))
+    assert [c.train_data for c in first.configs] == ["t.csv", "t.csv"]  # every recipe trains on --train-data
+    again = Recorder([slow] * 3)
+    logs = []
+    state = search(replace(cfg, resume=True), budgets, again, log_fn=logs.append,
+                   recipes=(Recipe("as is"), Recipe("trim-vocab", (compress.TrimVocab(),)),
+                            Recipe("prune", (compress.Prune(),))))
+    assert len(again.configs) == 1 and again.configs[0].compress[0].__class__.__name__ == "Prune"
+    assert sum("finished in an earlier search, reused" in m for m in logs) == 2
+    assert [r["recipe"] for r in state["recipes"]] == ["as is", "trim-vocab", "prune"]
 
 
 def test_estimated_latency_is_what_the_budget_judges_and_refused_are_skipped(tmp_path):
@@ -89,7 +164,7 @@ def test_budgets_and_compression_flags_do_not_mix(tmp_path):
         search(RunConfig(model="m", out_dir=str(tmp_path / "exists")), Budgets(max_size_mb=1), Recorder([]))
 
 
-def test_cli_search_end_to_end(tmp_path, starter_dir, capsys, monkeypatch):
+def test_cli_search_end_to_end(tmp_path, starter_dir, capsys):
     """A real run under a size budget the int8 file meets: one recipe, the best written."""
     from edgeify.cli import main
 
@@ -102,13 +177,15 @@ def test_cli_search_end_to_end(tmp_path, starter_dir, capsys, monkeypatch):
     assert [r["recipe"] for r in state["recipes"]] == ["as is"]
     assert state["best"] and (out / "recipes" / "1-as-is" / "report.json").exists()
     assert "search:" in capsys.readouterr().out
-    # a latency no artifact meets, over the recipes there are (one here, to stay fast):
-    # a plain failure, with what was found kept
-    import edgeify.search
-
-    monkeypatch.setattr(edgeify.search, "RECIPES", edgeify.search.RECIPES[:1])
+    md = (out / "search.md").read_text()
+    assert "## Deployment card" in md and "```python" in md  # the chosen artifact's card
+    # a latency no artifact meets: the as-is run's measured latencies rule out every other
+    # recipe unrun (none can do less than a fiftieth of the work); a plain failure, with
+    # what was found kept
     assert main([*args, "--max-latency-ms", "0.001", "--force"]) == 1
     err = capsys.readouterr().err
-    assert "nothing fits every budget: all 1 recipes tried; closest:" in err and "latency" in err
-    assert len(json.loads((out / "search.json").read_text())["candidates"]) == 3
-    assert (out / "search.md").exists()
+    assert "nothing fits every budget:" in err and "(1 run); closest:" in err and "latency" in err
+    state = json.loads((out / "search.json").read_text())
+    assert len(state["candidates"]) == 3 and len(state["recipes"]) > 3
+    assert all(r["outcome"].startswith("skipped: latency floor") for r in state["recipes"][1:])
+    assert state["text_lengths"]["truncated_pct_at"]  # the data's lengths, read by the planner

@@ -14,7 +14,8 @@ from edgeify.calibration import synthetic
 from edgeify.calibration.readers import Example, map_labels
 from edgeify.calibration.sources import Sources, Source, read_hub, read_spec, role_specs
 from edgeify.calibration.splits import ALL_ROWS, DEFAULT_SEED, select
-from edgeify.calibration.tokenize import Batch, encode_classification, encode_language_model, with_context
+from edgeify.calibration.tokenize import (Batch, encode_classification, encode_language_model, length_profile,
+                                         with_context)
 from edgeify.errors import UsageError
 from edgeify.tasks import Task
 
@@ -35,6 +36,7 @@ class Prepared:
     sources: dict = field(default_factory=dict)  # role -> where its rows came from
     warnings: tuple[str, ...] = ()  # sets smaller than asked
     dropped: dict = field(default_factory=dict)  # role -> rows dropped as duplicates of evaluated text
+    text_lengths: dict = field(default_factory=dict)  # the evaluation texts' tokenize.length_profile (classifiers)
 
     def report(self) -> dict:
         """report.json's data fields about the sets (the pipeline adds lengths and labels)."""
@@ -42,7 +44,8 @@ class Prepared:
                 "calibration": self.sources.get("calibration", self.description),
                 **({"train": self.sources.get("training", self.description), "n_train": len(self.training)}
                    if self.training is not None else {}),
-                "warnings": list(self.warnings), "dropped_duplicates": dict(self.dropped)}
+                "warnings": list(self.warnings), "dropped_duplicates": dict(self.dropped),
+                **({"text_lengths": self.text_lengths} if self.text_lengths else {})}
 
     def log_lines(self) -> list[str]:
         cal = self.sources.get("calibration", self.description)
@@ -136,14 +139,14 @@ def check_calibration(n: int, n_calibration: int, sources: Sources, dropped: int
 
 
 def _finish(cal: Batch | None, ev: Batch, training: Batch | None, sources: Sources, sel, labels,
-            n_calibration: int) -> Prepared:
+            n_calibration: int, lengths: dict | None = None) -> Prepared:
     src = {role: g.description for g in sources.groups for role in g.roles}
     if cal is None:
         if n_calibration:
             raise UsageError(f"calibration: no rows left from {src['calibration']} (every one is also "
                              "evaluated); give --calibration-data FILE")
         cal = Batch({k: v[:0] for k, v in ev.inputs.items()})  # an evaluation-only run
-    return Prepared(cal, ev, src["evaluation"], labels, training, src, sel.warnings, sel.dropped)
+    return Prepared(cal, ev, src["evaluation"], labels, training, src, sel.warnings, sel.dropped, lengths or {})
 
 
 def _prepare_lm(family, tokenizer, sources: Sources, *, seq_len, n_calibration, n_eval, seed, n_train,
@@ -202,8 +205,9 @@ def prepare_sources(family, tokenizer, id2label: dict | None, sources: Sources, 
             return None
         labels = None if items[0][1] is None else [lab for _, lab in items]
         return encode_classification(tokenizer, [t for t, _ in items], labels, seq_len, family.onnx_inputs)
+    lengths = length_profile(tokenizer, [t for t, _ in sel.sets["evaluation"]], seq_len)
     return _finish(encode("calibration"), encode("evaluation"), encode("training") if n_train else None,
-                   sources, sel, id2label, n_calibration)
+                   sources, sel, id2label, n_calibration, lengths)
 
 
 def prepare(family, tokenizer, id2label: dict | None, examples: list[Example], desc: str, **kw) -> Prepared:

@@ -16,6 +16,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
@@ -125,8 +126,10 @@ def run_stages(model, tokenizer, family, configs, data: StageData, settings: Tra
             info = json.loads((saved / "edgeify_stage.json").read_text())["info"]
         else:
             log_fn(f"      {config.name}: {describe(config)}")
+            t0 = time.perf_counter()
             model, tokenizer, info = apply(model, tokenizer, family, config, data, settings, fingerprint=fp)
-            info = {"before": before, "after": _param_counts(model), **info}
+            info = {"before": before, "after": _param_counts(model), **info,
+                    "seconds": round(time.perf_counter() - t0, 1)}  # the search reports training time
             if saved is not None and process_index() == 0:  # one writer under accelerate launch
                 _save_stage(model, tokenizer, saved, fp, info)
         stages.append(Stage(config.name, config, model, tokenizer, info))

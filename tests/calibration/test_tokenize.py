@@ -163,3 +163,17 @@ def test_with_context_gives_each_window_the_stream_before_it(gpt_neo_tokenizer):
     np.testing.assert_array_equal(ctx[2, 8:], stream[0:16])
     np.testing.assert_array_equal(ctx[0, 16:], windows.inputs["input_ids"][2, 8:])  # really the text before
     assert "context" not in with_context(windows, [3], 0).meta
+
+
+def test_length_profile_counts_tokens_uncut(electra_tokenizer):
+    """Lengths with the special tokens, never cut at seq_len: the share a shorter static
+    length would cut is what the budget search reads before it runs a shorter recipe."""
+    from edgeify.calibration.tokenize import length_profile
+
+    short, long = "good film", " ".join(["word"] * 200)
+    n_short = len(electra_tokenizer(short)["input_ids"])
+    prof = length_profile(electra_tokenizer, [short] * 9 + [long], 128)
+    assert prof["p50"] == n_short and prof["max"] > 200  # not cut at 128
+    assert prof["truncated_pct"] == 10.0
+    assert prof["truncated_pct_at"] == {"16": 10.0, "32": 10.0, "48": 10.0, "64": 10.0, "96": 10.0, "128": 10.0}
+    assert length_profile(electra_tokenizer, [], 128) == {}

@@ -15,7 +15,8 @@ from edgeify.calibration.tokenize import encode_classification, encode_language_
 from edgeify.compress import distill, prune
 from edgeify.compress.train import KDLoss, TrainSettings, distill_train
 from edgeify.errors import UsageError
-from edgeify.families import CAUSAL_LM, loader
+from edgeify.families import loader
+from edgeify.tasks import CAUSAL_LM
 from edgeify.families.anatomy import blocks
 
 FAMILIES = families.names()  # every registered family
@@ -226,6 +227,8 @@ def test_run_stages_resume_skips_finished_stages(starter_dir, tmp_path):
                                 log_fn=logs.append)
     assert sum("finished in an earlier run" in m for m in logs) == 2
     torch.testing.assert_close(_logits(again[0].model, data), _logits(stages[0].model, data))
+    # each stage's own time (the budget search reports it), kept with the stage it timed
+    assert stages[0].info["seconds"] > 0 and [s.info["seconds"] for s in again] == [s.info["seconds"] for s in stages]
 
 
 @pytest.mark.parametrize("fmt", ["openvino", "tflite"])
