@@ -79,11 +79,16 @@ def cli():
 @click.option("--max-memory-mb", type=click.FloatRange(1), help="Refuse artifacts whose weights plus runtime "
               "need more memory than this [default: the target's memory]. A budget: see --max-latency-ms.")
 @click.option("--max-latency-ms", type=click.FloatRange(0, min_open=True), help="Budget: search compression "
-              "recipes (as is, --trim-vocab, --prune 0.3/0.5, --distill) x formats x precisions, stopping at the "
+              "recipes (as is, --trim-vocab, a shorter --seq-len where the evaluation texts allow it, --prune, "
+              "--distill to 1/2, 1/3, 1/4 of the layers or half the width) x formats x precisions, stopping at the "
               "first with an artifact within every budget (latency on the target: measured there, or "
-              "estimated); writes search.md/json beside one run directory per recipe.")
+              "estimated) and skipping recipes a measured run rules out; trains on --train-data, scores on "
+              "--eval-data; writes search.md/json and pareto.png beside one run directory per recipe.")
 @click.option("--max-size-mb", type=click.FloatRange(0, min_open=True), help="Budget: artifact file size "
               "(see --max-latency-ms).")
+@click.option("--min-speedup", type=click.FloatRange(1, min_open=True), help="Budget: at least this many times "
+              "faster than PyTorch fp32 eager at --seq-len, as the search's first run times it here (see "
+              "--max-latency-ms; host only).")
 @click.option("--data", help="Data for every set not given on its own: .csv/.tsv/.jsonl (text + label), .txt (LM), "
               "hub:PATH[@CONFIG][:SPLIT], or 'synthetic'. One source is split: --n-calibration rows first, then "
               "--n-eval, then training rows; hub:PATH without a split evaluates its validation split and "
@@ -139,7 +144,7 @@ def cli():
 def run_cmd(model, int8, formats, target, data, eval_data, calibration_data, train_data, text_column, label_column,
             seq_lens, n_calibration, n_eval, max_accuracy_drop, out_dir, force, bench_seconds, bench_rounds, distill,
             student_layers, student_hidden, epochs, prune, trim_vocab, train_samples, max_length, eval_context, resume, device, device_python,
-            device_key, device_known_hosts, plan_only, max_memory_mb, max_latency_ms, max_size_mb, debug):
+            device_key, device_known_hosts, plan_only, max_memory_mb, max_latency_ms, max_size_mb, min_speedup, debug):
     from edgeify import compress
     from edgeify.config import RunConfig
     from edgeify.pipeline import run
@@ -165,11 +170,12 @@ def run_cmd(model, int8, formats, target, data, eval_data, calibration_data, tra
 
         print_plan(config, log_fn=click.echo)
         return
-    if max_latency_ms or max_size_mb or max_memory_mb:
+    if max_latency_ms or max_size_mb or max_memory_mb or min_speedup:
         from edgeify.search import DEFAULT_ACCURACY_DROP, Budgets, search
 
         budgets = Budgets(max_accuracy_drop=DEFAULT_ACCURACY_DROP if max_accuracy_drop is None else max_accuracy_drop,
-                          max_latency_ms=max_latency_ms, max_size_mb=max_size_mb, max_memory_mb=max_memory_mb)
+                          max_latency_ms=max_latency_ms, max_size_mb=max_size_mb, max_memory_mb=max_memory_mb,
+                          min_speedup=min_speedup)
         state = search(config, budgets, run, log_fn=click.echo)
         click.echo(f"\nsearch: {os.path.join(state['output_dir'], 'search.md')}")
         if not state["best"]:  # a failure, with everything found kept

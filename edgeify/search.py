@@ -24,7 +24,7 @@ from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Callable
 
-from edgeify import compress, metrics, search_report, staging
+from edgeify import compress, metrics, search_report, staging, targets
 from edgeify.errors import UsageError
 from edgeify.evaluate import metric_drop
 from edgeify.search_recipes import SKIP_MARGIN, Recipe, catalog, latency_floor, shape_of, short_length
@@ -39,6 +39,16 @@ class Budgets:
     max_latency_ms: float | None = None
     max_size_mb: float | None = None
     max_memory_mb: float | None = None
+    # at least this many times faster than PyTorch fp32 eager at --seq-len, as the first
+    # run measures it here: a latency budget known only once that run has timed PyTorch
+    min_speedup: float | None = None
+
+    def with_reference(self, reference: dict | None) -> "Budgets":
+        """The latency budget a --min-speedup means against the first run's PyTorch p50."""
+        if not self.min_speedup or not reference or not reference.get("pytorch_p50"):
+            return self
+        limit = reference["pytorch_p50"] / self.min_speedup
+        return replace(self, max_latency_ms=min(limit, self.max_latency_ms or limit))
 
     def misses(self, c: dict) -> list[str]:
         """What a candidate is over, in words ([] = it fits)."""
@@ -132,8 +142,8 @@ def _train_seconds(report: dict) -> float:
 def _root(config, log_fn) -> tuple[Path, dict | None]:
     """The search directory, and with --resume the state an earlier search left in it."""
     if config.compress:
-        raise UsageError("budgets (--max-latency-ms, --max-size-mb, --max-memory-mb) search compression "
-                         "recipes themselves; drop --distill / --prune / --trim-vocab, or drop the budgets")
+        raise UsageError("budgets (--max-latency-ms, --max-size-mb, --max-memory-mb, --min-speedup) search "
+                         "compression recipes themselves; drop --distill / --prune / --trim-vocab, or drop the budgets")
     root = staging.resolve(config.out_dir, config.model)
     if config.resume and (root / "search.json").is_file():
         log_fn(f"search: resuming in {root}: finished recipes are reused")
@@ -177,6 +187,10 @@ def search(config, budgets: Budgets, run: Callable[..., dict], log_fn: Callable[
     with the recipes: give budgets or compression flags, not both); `run(config, log_fn)`
     is pipeline.run. `recipes`: a fixed list instead of the catalog the first run's model
     shape and text lengths give. Returns the search state (also in search.json)."""
+    if budgets.min_speedup and (config.device or not targets.get(config.target).measured):
+        raise UsageError(f"--min-speedup compares with PyTorch timed on this host, and target {config.target!r}"
+                         + (f" is timed on {config.device}" if config.device else " is estimated, not timed here")
+                         + "; give --max-latency-ms for it instead")
     root, earlier = _root(config, log_fn)
     state = {"model": config.model, "target": config.target, "budgets": asdict(budgets), "recipes": [],
              "candidates": [], "pareto": [], "best": None, "verdict": "", "reference": None, "seconds": 0.0,
@@ -222,6 +236,7 @@ def _step(config, budgets: Budgets, run, root: Path, state: dict, recipe: Recipe
     """Run (or reuse, or skip) one recipe and add its candidates. Returns ("accuracy
     only" when compressing further cannot help, else "") and the run's report (None:
     skipped)."""
+    budgets = budgets.with_reference(state["reference"])
     shape = state.get("shape")
     floor = (latency_floor(recipe, measured, _shape(shape), state["reference"]["seq_len"])
              if shape and budgets.max_latency_ms and measured else None)
@@ -241,7 +256,13 @@ def _step(config, budgets: Budgets, run, root: Path, state: dict, recipe: Recipe
         log_fn(f"\n=== recipe {i}: {recipe.name} -> {run_dir}")
         report = run(cfg, log_fn=log_fn)
         seconds = round(time.perf_counter() - t0, 1)
-    state["reference"] = state["reference"] or reference_of(report)
+    if state["reference"] is None:
+        state["reference"] = reference_of(report)
+        budgets = budgets.with_reference(state["reference"])
+        state["budgets"] = asdict(budgets)
+        if budgets.min_speedup:
+            log_fn(f"search: {budgets.min_speedup:g}x PyTorch fp32 ({state['reference']['pytorch_p50']:.2f} ms "
+                   f"here) means at most {budgets.max_latency_ms:.3f} ms")
     points = candidates(report, recipe.name, run_dir, state["reference"])
     for p in points:
         p["misses"] = budgets.misses(p)

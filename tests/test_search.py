@@ -99,6 +99,21 @@ def test_stops_at_the_first_recipe_that_fits_and_writes_the_best(tmp_path):
     assert (tmp_path / "s" / "pareto.png").stat().st_size > 1000
 
 
+def test_min_speedup_is_a_latency_budget_from_the_first_runs_pytorch(tmp_path):
+    """--min-speedup 5 against PyTorch's 40 ms in the first run is an 8 ms budget: the
+    same search as the one above, decided the same way."""
+    slow = _report([("fp32", 80.0, 20.0, 50, {}), ("int8-dynamic", 79.5, 12.0, 14, {})])
+    fits = _report([("fp32", 79.8, 11.0, 30, {}), ("int8-dynamic", 79.4, 7.0, 9, {})])
+    logs = []
+    state = search(RunConfig(model="m", out_dir=str(tmp_path / "s")), Budgets(min_speedup=5), Recorder([slow, fits]),
+                   log_fn=logs.append)
+    assert state["budgets"]["max_latency_ms"] == 8.0 and state["best"]["recipe"] == "trim-vocab @ seq 64"
+    assert state["best"]["speedup"] >= 5 and any("5x PyTorch fp32 (40.00 ms here) means at most 8.000 ms" in m
+                                                  for m in logs)
+    with pytest.raises(UsageError, match="--min-speedup compares with PyTorch timed on this host, and target 'rpi4'"):
+        search(RunConfig(model="m", out_dir=str(tmp_path / "r"), target="rpi4"), Budgets(min_speedup=5), Recorder([]))
+
+
 def test_catalog_reaches_a_tenth_of_the_work_and_drops_duplicates():
     from edgeify.search_recipes import Shape, catalog, short_length
 
