@@ -75,7 +75,8 @@ def candidates(report: dict, recipe: str, run_dir: Path, reference: dict | None 
     ref = reference or reference_of(report)
     out = []
     for a in report["artifacts"]:
-        if a.get("refused") or a.get("seq_len", report["data"]["seq_len"]) != report["data"]["seq_len"]:
+        if (a.get("refused") or a.get("same_file_as")  # a copy of another file: timing noise could pick it
+                or a.get("seq_len", report["data"]["seq_len"]) != report["data"]["seq_len"]):
             continue
         device, estimate = a.get("device") or {}, a.get("estimate") or {}
         if device.get("p50"):

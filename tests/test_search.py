@@ -13,7 +13,7 @@ import pytest
 from edgeify.errors import UsageError
 from edgeify.config import RunConfig
 from edgeify import compress
-from edgeify.search import Budgets, best_fit, pareto, search
+from edgeify.search import Budgets, best_fit, candidates, pareto, search
 from edgeify.search_recipes import Recipe
 
 
@@ -157,6 +157,9 @@ def test_estimated_latency_is_what_the_budget_judges_and_refused_are_skipped(tmp
                    Recorder([rep] * 5), log_fn=lambda *_: None)
     assert [c["latency_basis"] for c in state["candidates"]][0] == "estimated for rpi4"
     assert all(c["precision"] == "fp32" for c in state["candidates"])
+    twin = _report([("int8-dynamic", 79.5, 1.0, 14, {}),
+                    ("int8-dynamic-accuracy-controlled", 79.5, 0.9, 14, {"same_file_as": "onnx/int8-dynamic.onnx"})])
+    assert [c["precision"] for c in candidates(twin, "as is", tmp_path)] == ["int8-dynamic"]  # no copy competes
     assert state["best"] is None and "closest" in state["verdict"]
 
 
