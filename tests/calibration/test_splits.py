@@ -11,6 +11,7 @@ from edgeify.calibration.sources import Sources, role_specs
 from edgeify.calibration.splits import DEFAULT_SEED, select, split_examples
 from edgeify.calibration import datasets
 from edgeify.errors import UsageError
+from edgeify import tasks
 
 
 def test_deterministic_across_calls():
@@ -149,7 +150,7 @@ def test_role_specs():
 
 
 class _Family:
-    task = "sequence-classification"
+    task = tasks.SEQ_CLS
     onnx_inputs = ("input_ids", "attention_mask")
 
 

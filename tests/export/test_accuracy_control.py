@@ -24,6 +24,12 @@ from edgeify.export.accuracy_control import AccuracyControlledInt8
 from edgeify.runtimes import open_runner
 
 OUTLIER = 3000.0  # one attention value feature scaled up, the output projection scaled down
+# The fragile attentions' output, amplified so that it dominates the residual stream. In the
+# briefly trained starter an attention adds little, so what int8 lost there depended on the
+# CPU's int8 kernels: AVX2's saturating u8 x s8 products cost ONNX dynamic int8 109% logit
+# error, AVX-512 VNNI (exact products) only 1.9%, under the test's budget. Amplified, losing
+# that output costs every CPU.
+GAIN = 10.0
 FRAGILE_LAYERS = (0, 3)
 HAS_TFLITE = all(importlib.util.find_spec(m) for m in ("litert_torch", "ai_edge_litert", "ai_edge_quantizer"))
 FORMATS = ["onnx", pytest.param("tflite", marks=pytest.mark.skipif(not HAS_TFLITE, reason="the tflite extra"))]
@@ -40,6 +46,8 @@ def _make_fragile(model, layer: int = 0, feature: int = 0) -> None:
         attention.self.value.weight[feature] *= OUTLIER
         attention.self.value.bias[feature] *= OUTLIER
         attention.output.dense.weight[:, feature] /= OUTLIER
+        attention.output.dense.weight *= GAIN
+        attention.output.dense.bias *= GAIN
 
 
 def _logit_error(evaluation: dict, reference_logits):
@@ -101,8 +109,9 @@ def _attention_of(layer: int) -> re.Pattern:
 
 # Budgets in % logit error, above what each int8 costs the test starter without the outlier
 # (ONNX static QDQ ~3%: its logits are small; TFLite 0.7% dynamic-range, 1.2% full int8)
-# and below what it costs with it (ONNX dynamic ~109%, static ~7.7%; TFLite 2.0%, 3.4%: in a
-# briefly trained starter the attention adds little to the residual stream).
+# and well below what it costs with it (figures from before GAIN, on an AVX2 CPU: ONNX
+# dynamic ~109%, static ~7.7%; TFLite 2.0%, 3.4%. With GAIN the plain files lose more on
+# every CPU; the test asserts 1.5x the budget).
 BUDGETS = {("onnx", "dynamic"): 2.0, ("onnx", "static"): 4.0, ("tflite", "dynamic"): 1.0, ("tflite", "static"): 1.8}
 
 

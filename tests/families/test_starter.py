@@ -145,7 +145,7 @@ def test_starter_below_floor_is_not_cached(fresh_cache, monkeypatch, name):
         starter.build_starter(fam, log=lambda *_: None)
     msg = str(err.value)
     assert "\n" not in msg and err.value.exit_code == 1
-    metric = "perplexity" if fam.task == families.CAUSAL_LM else "accuracy"
+    metric = fam.task.metric.name
     assert f"offline starter {name} not cached: held-out {metric}" in msg
     assert "its floor" in msg and "after 1 training steps" in msg and "real checkpoint" in msg
     assert _entries(fresh_cache / "starters") == []  # nothing cached, no temp dir left
