@@ -183,10 +183,10 @@ def write_pareto(report: dict, out_dir: Path) -> Path | None:
     ax.grid(True, which="both", alpha=0.3)
     ax.margins(x=0.08, y=0.12)
     fig.tight_layout(rect=(0, 0, 0.74, 1))  # the key takes the right quarter
-    return _save_atomically(fig, Path(out_dir) / PNG)
+    return save_atomically(fig, Path(out_dir) / PNG)
 
 
-def _save_atomically(fig, path: Path) -> Path:
+def save_atomically(fig, path: Path) -> Path:
     """A temporary file beside `path`, renamed over it: a reader never sees half a PNG."""
     fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}-", suffix=path.suffix, dir=path.parent)
     try:

@@ -27,7 +27,7 @@ from typing import Callable
 from edgeify import compress, metrics, search_report, staging, targets
 from edgeify.errors import UsageError
 from edgeify.evaluate import metric_drop
-from edgeify.search_recipes import SKIP_MARGIN, Recipe, catalog, latency_floor, shape_of, short_length
+from edgeify.search_recipes import SKIP_MARGIN, Recipe, Shape, catalog, latency_floor, shape_of, short_length
 
 DEFAULT_ACCURACY_DROP = 1.0
 FIRST = Recipe("as is")
@@ -239,7 +239,7 @@ def _step(config, budgets: Budgets, run, root: Path, state: dict, recipe: Recipe
     skipped)."""
     budgets = budgets.with_reference(state["reference"])
     shape = state.get("shape")
-    floor = (latency_floor(recipe, measured, _shape(shape), state["reference"]["seq_len"])
+    floor = (latency_floor(recipe, measured, Shape(**shape), state["reference"]["seq_len"])
              if shape and budgets.max_latency_ms and measured else None)
     if floor is not None and floor > budgets.max_latency_ms * SKIP_MARGIN:
         log_fn(f"\n=== recipe {i}: {recipe.name}: skipped, it cannot beat {floor:.2f} ms "
@@ -282,12 +282,6 @@ def _step(config, budgets: Budgets, run, root: Path, state: dict, recipe: Recipe
                             f"({budgets.max_accuracy_drop:g}); more compression cannot fix that")
         return "accuracy only", report
     return "", report
-
-
-def _shape(d: dict):
-    from edgeify.search_recipes import Shape
-
-    return Shape(**d)
 
 
 def _outcome(points: list[dict]) -> str:

@@ -45,10 +45,6 @@ class Recipe:
     stages: tuple = ()
     seq_len: int | None = None  # a shorter static length than the run's; None: the run's
 
-    @property
-    def trains(self) -> bool:
-        return any(isinstance(s, (compress.Distill, compress.Prune)) for s in self.stages)
-
     def work(self, shape: Shape, seq_len: int) -> float:
         """A forward's work relative to the unchanged model at `seq_len`: the layers kept,
         the width kept (squared: every matmul shrinks on both sides), the parameters

@@ -6,11 +6,9 @@ name and renamed, after every recipe, so an interrupted search keeps what it fou
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
-from edgeify import staging
+from edgeify import report_plots, staging
 
 PNG = "pareto.png"
 
@@ -113,16 +111,7 @@ def write_plot(root: Path, state: dict) -> Path | None:
                  "dotted = budgets", fontsize=8)
     ax.grid(True, which="both", alpha=0.3)
     fig.tight_layout()
-    fd, tmp = tempfile.mkstemp(prefix=".pareto-", suffix=".png", dir=root)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            fig.savefig(f, format="png")
-        staging.apply_umask(Path(tmp))
-        os.replace(tmp, root / PNG)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return root / PNG
+    return report_plots.save_atomically(fig, root / PNG)
 
 
 def best_card(state: dict) -> str | None:

@@ -6,7 +6,6 @@ each card's Python snippet run for real on exported files."""
 from __future__ import annotations
 
 import copy
-import importlib.util
 import inspect
 import json
 import math
@@ -21,9 +20,9 @@ from edgeify.report_plots import pareto_front
 
 def _skip_unless_installed(fmt: str) -> None:
     """What exports the format and runs its file (the backend's `requires`) is installed."""
-    missing = [m for m in export.get_backend(fmt).requires if importlib.util.find_spec(m) is None]
-    if missing:
-        pytest.skip(f"{fmt}: {', '.join(missing)} not installed")
+    backend = export.get_backend(fmt)
+    if not export.is_installed(backend):
+        pytest.skip(f"{fmt}: needs {', '.join(backend.requires)}")
 
 
 FAST = ["--n-eval", "48", "--n-calibration", "32", "--bench-seconds", "0.2", "--bench-rounds", "1", "--seq-len", "32"]

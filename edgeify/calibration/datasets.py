@@ -139,14 +139,14 @@ def check_calibration(n: int, n_calibration: int, sources: Sources, dropped: int
 
 
 def _finish(cal: Batch | None, ev: Batch, training: Batch | None, sources: Sources, sel, labels,
-            n_calibration: int, lengths: dict | None = None) -> Prepared:
+            n_calibration: int, text_lengths: dict | None = None) -> Prepared:
     src = {role: g.description for g in sources.groups for role in g.roles}
     if cal is None:
         if n_calibration:
             raise UsageError(f"calibration: no rows left from {src['calibration']} (every one is also "
                              "evaluated); give --calibration-data FILE")
         cal = Batch({k: v[:0] for k, v in ev.inputs.items()})  # an evaluation-only run
-    return Prepared(cal, ev, src["evaluation"], labels, training, src, sel.warnings, sel.dropped, lengths or {})
+    return Prepared(cal, ev, src["evaluation"], labels, training, src, sel.warnings, sel.dropped, text_lengths or {})
 
 
 def _prepare_lm(family, tokenizer, sources: Sources, *, seq_len, n_calibration, n_eval, seed, n_train,
@@ -205,9 +205,9 @@ def prepare_sources(family, tokenizer, id2label: dict | None, sources: Sources, 
             return None
         labels = None if items[0][1] is None else [lab for _, lab in items]
         return encode_classification(tokenizer, [t for t, _ in items], labels, seq_len, family.onnx_inputs)
-    lengths = length_profile(tokenizer, [t for t, _ in sel.sets["evaluation"]], seq_len)
+    text_lengths = length_profile(tokenizer, [t for t, _ in sel.sets["evaluation"]], seq_len)
     return _finish(encode("calibration"), encode("evaluation"), encode("training") if n_train else None,
-                   sources, sel, id2label, n_calibration, lengths)
+                   sources, sel, id2label, n_calibration, text_lengths)
 
 
 def prepare(family, tokenizer, id2label: dict | None, examples: list[Example], desc: str, **kw) -> Prepared:
