@@ -82,13 +82,14 @@ def cli():
               "recipes (as is, --trim-vocab, a shorter --seq-len where the evaluation texts allow it, --prune, "
               "--distill to 1/2, 1/3, 1/4 of the layers or half the width) x formats x precisions, stopping at the "
               "first with an artifact within every budget (latency on the target: measured there, or "
-              "estimated) and skipping recipes a measured run rules out; trains on --train-data, scores on "
+              "estimated; for a causal LM, ms per decoded token, with neither --trim-vocab nor a shorter "
+              "length) and skipping recipes a measured run rules out; trains on --train-data, scores on "
               "--eval-data; writes search.md/json and pareto.png beside one run directory per recipe.")
 @click.option("--max-size-mb", type=click.FloatRange(0, min_open=True), help="Budget: artifact file size "
               "(see --max-latency-ms).")
 @click.option("--min-speedup", type=click.FloatRange(1, min_open=True), help="Budget: at least this many times "
-              "faster than PyTorch fp32 eager at --seq-len, as the search's first run times it here (see "
-              "--max-latency-ms; host only).")
+              "faster than PyTorch fp32 eager at --seq-len (a causal LM: per decoded token, with its cache), as "
+              "the search's first run times it here (see --max-latency-ms; host only).")
 @click.option("--data", help="Data for every set not given on its own: .csv/.tsv/.jsonl (text + label), .txt (LM), "
               "hub:PATH[@CONFIG][:SPLIT], or 'synthetic'. One source is split: --n-calibration rows first, then "
               "--n-eval, then training rows; hub:PATH without a split evaluates its validation split and "

@@ -12,7 +12,10 @@ rows, so a shorter length pays for the rows it cuts. After each recipe the state
 it found, and `--resume` reuses each finished recipe's run instead of repeating it.
 
 Latency against a budget is the target's: measured on the device (--device), else the
-estimate for it (a target edgeify cannot time), else this host's measurement.
+estimate for it (a target edgeify cannot time), else this host's measurement. For a causal
+LM it is the time per decoded token (what a user of a cached decoder waits for), against
+PyTorch fp32 with its cache: this host's decode rate, scaled by the device's (or the
+estimate's) window forward over this host's when the target is not this host.
 """
 
 from __future__ import annotations
@@ -39,15 +42,16 @@ class Budgets:
     max_latency_ms: float | None = None
     max_size_mb: float | None = None
     max_memory_mb: float | None = None
-    # at least this many times faster than PyTorch fp32 eager at --seq-len, as the first
-    # run measures it here: a latency budget known only once that run has timed PyTorch
+    # at least this many times faster than PyTorch fp32 eager at --seq-len (a causal LM:
+    # per decoded token), as the first run measures it here: a latency budget known only
+    # once that run has timed PyTorch
     min_speedup: float | None = None
 
     def with_reference(self, reference: dict | None) -> "Budgets":
         """The latency budget a --min-speedup means against the first run's PyTorch p50."""
-        if not self.min_speedup or not reference or not reference.get("pytorch_p50"):
+        if not self.min_speedup or not reference or not reference.get("pytorch_ms"):
             return self
-        limit = reference["pytorch_p50"] / self.min_speedup
+        limit = reference["pytorch_ms"] / self.min_speedup
         return replace(self, max_latency_ms=min(limit, self.max_latency_ms or limit))
 
     def misses(self, c: dict) -> list[str]:
@@ -62,38 +66,67 @@ class Budgets:
         return out
 
 
+PER_TOKEN = "ms per decoded token"
+PER_FORWARD = "ms per batch-1 forward"
+
+
+def _decode_ms(entry: dict) -> float | None:
+    """A cached decoder's time per decoded token (its median decode rate), else None."""
+    tps = (entry.get("generation") or {}).get("decode_tokens_per_s")
+    return 1000.0 / tps if tps else None
+
+
 def reference_of(report: dict) -> dict:
-    """What every candidate is compared with: the original model in the first run."""
+    """What every candidate is compared with: the original model in the first run, and
+    PyTorch's latency in the unit the budget is in (per decoded token for a causal LM)."""
     base = report["baseline"]
+    per_token = _decode_ms(base)
+    forward = (base.get("latency_ms") or {}).get("p50")
     return {"name": base["metric"]["name"], "value": base["metric"]["value"], "seq_len": report["data"]["seq_len"],
-            "pytorch_p50": (base.get("latency_ms") or {}).get("p50")}
+            "pytorch_ms": round(per_token, 4) if per_token else forward,
+            "latency_unit": PER_TOKEN if per_token else PER_FORWARD}
+
+
+def budget_latency(entry: dict, per_token: bool) -> tuple[float, str, bool]:
+    """The latency a budget judges for one artifact, where it comes from, and whether it
+    was measured on this host (only then is a speed-up vs PyTorch here meaningful)."""
+    device, estimate = entry.get("device") or {}, entry.get("estimate") or {}
+    here = entry["latency_ms"]["p50"]
+    if device.get("p50"):
+        latency, where = device["p50"], "measured on the device"
+    elif estimate.get("latency_ms"):
+        latency, where = estimate["latency_ms"], f"estimated for {estimate.get('target', 'the target')}"
+    else:
+        latency, where = here, "measured here"
+    decode = _decode_ms(entry) if per_token else None
+    if decode is None:
+        return latency, where, where == "measured here"
+    if where == "measured here":
+        return decode, "per decoded token, measured here", True
+    # no decode loop runs on a device or in the estimator: scale this host's by the forward
+    return decode * latency / here, f"per decoded token: here x the window forward {where} / here", False
 
 
 def candidates(report: dict, recipe: str, run_dir: Path, reference: dict | None = None) -> list[dict]:
     """One point per artifact the target takes: its drop vs `reference` (default: this
     run's own baseline), and the latency, size and memory the budgets judge."""
     ref = reference or reference_of(report)
+    per_token = ref.get("latency_unit") == PER_TOKEN
     out = []
     for a in report["artifacts"]:
         if (a.get("refused") or a.get("same_file_as")  # a copy of another file: timing noise could pick it
                 or a.get("seq_len", report["data"]["seq_len"]) != report["data"]["seq_len"]):
             continue
-        device, estimate = a.get("device") or {}, a.get("estimate") or {}
-        if device.get("p50"):
-            latency, where = device["p50"], "measured on the device"
-        elif estimate.get("latency_ms"):
-            latency, where = estimate["latency_ms"], f"estimated for {estimate.get('target', 'the target')}"
-        else:
-            latency, where = a["latency_ms"]["p50"], "measured here"
+        latency, where, here = budget_latency(a, per_token)
+        device = a.get("device") or {}
         out.append({
             "recipe": recipe, "run_dir": str(run_dir), "artifact": str(run_dir / a["path"]), "format": a["format"],
             "precision": a["precision"], "metric": a["metric"]["value"],
             "drop": round(metric_drop(a["metric"]["value"], ref["value"], ref["name"]), 4),
             "unit": metrics.get(ref["name"]).unit,
-            "latency_ms": latency, "latency_basis": where, "size_mb": round(a["size_bytes"] / 2**20, 3),
+            "latency_ms": round(latency, 4), "latency_basis": where, "size_mb": round(a["size_bytes"] / 2**20, 3),
             "memory_mb": device.get("peak_rss_mb") or a.get("peak_rss_mb"),
-            "speedup": (round(ref["pytorch_p50"] / latency, 2)
-                        if where == "measured here" and ref.get("pytorch_p50") and latency else None),
+            "speedup": round(ref["pytorch_ms"] / latency, 2) if here and ref.get("pytorch_ms") and latency else None,
         })
     return out
 
@@ -225,11 +258,12 @@ def _plan(report: dict, run_dir: Path, state: dict) -> tuple[Recipe, ...]:
     """The catalog after the first run, from its model's shape and its texts' lengths."""
     from edgeify import families
 
-    shape = shape_of(run_dir, report, families.get(report["model"]["family"]))
+    family = families.get(report["model"]["family"])
+    shape = shape_of(run_dir, report, family)
     lengths = report["data"].get("text_lengths")
-    short = short_length(lengths, report["data"]["seq_len"])
+    short = None if family.task.causal else short_length(lengths, report["data"]["seq_len"])
     state.update(shape=asdict(shape), text_lengths=lengths, short_seq_len=short)
-    return catalog(shape, report["data"]["seq_len"], short)[1:]
+    return catalog(shape, report["data"]["seq_len"], short, causal=family.task.causal)[1:]
 
 
 def _step(config, budgets: Budgets, run, root: Path, state: dict, recipe: Recipe, i: int,
@@ -262,7 +296,8 @@ def _step(config, budgets: Budgets, run, root: Path, state: dict, recipe: Recipe
         budgets = budgets.with_reference(state["reference"])
         state["budgets"] = asdict(budgets)
         if budgets.min_speedup:
-            log_fn(f"search: {budgets.min_speedup:g}x PyTorch fp32 ({state['reference']['pytorch_p50']:.2f} ms "
+            ref = state["reference"]
+            log_fn(f"search: {budgets.min_speedup:g}x PyTorch fp32 ({ref['pytorch_ms']:.2f} {ref['latency_unit']} "
                    f"here) means at most {budgets.max_latency_ms:.3f} ms")
     points = candidates(report, recipe.name, run_dir, state["reference"])
     for p in points:

@@ -81,32 +81,40 @@ def short_length(text_lengths: dict | None, seq_len: int) -> int | None:
     return min(fits) if fits else None
 
 
-def catalog(shape: Shape, seq_len: int, short: int | None) -> tuple[Recipe, ...]:
+def catalog(shape: Shape, seq_len: int, short: int | None, causal: bool = False) -> tuple[Recipe, ...]:
     """Every recipe, least costly in accuracy and training first; the compressed ones at
     the short length when the data allows one. Recipes that come out the same (a 2-layer
-    model has no distinct third and quarter) are listed once."""
+    model has no distinct third and quarter) are listed once.
+
+    A causal LM keeps its vocabulary and its window: trimming the vocabulary to the data's
+    tokens renormalizes its softmax over them, which lowers the perplexity measured on
+    those very texts (a flattering number, not a better model), and its window is what the
+    perplexity is scored over, not a length to shorten."""
+    if causal:
+        short = None
     at = f" @ seq {short}" if short else ""
-    trim = compress.TrimVocab()
+    trim, plus = ((), "") if causal else ((compress.TrimVocab(),), " + trim-vocab")
     layers = {f: max(1, shape.layers // f) for f in (2, 3, 4)}
     narrow = (shape.hidden // 2) // shape.head_dim * shape.head_dim
-    recipes = [Recipe("as is"), Recipe("trim-vocab", (trim,))]
+
+    def distill(n: int, *more, hidden: int | None = None, extra: str = "") -> Recipe:
+        return Recipe(f"distill to {n} layers{extra}{plus}{at}",
+                      (compress.Distill(student_layers=n, student_hidden=hidden), *more, *trim), short)
+
+    recipes = [Recipe("as is")]
+    if not causal:
+        recipes.append(Recipe("trim-vocab", trim))
     if short:
-        recipes.append(Recipe(f"trim-vocab{at}", (trim,), short))
+        recipes.append(Recipe(f"trim-vocab{at}", trim, short))
     recipes += [
-        Recipe(f"prune 30% + trim-vocab{at}", (compress.Prune(ratio=0.3), trim), short),
-        Recipe(f"prune 50% + trim-vocab{at}", (compress.Prune(ratio=0.5), trim), short),
-        Recipe(f"distill to {layers[2]} layers + trim-vocab{at}", (compress.Distill(student_layers=layers[2]), trim),
-               short),
-        Recipe(f"distill to {layers[3]} layers + trim-vocab{at}", (compress.Distill(student_layers=layers[3]), trim),
-               short),
-        Recipe(f"distill to {layers[3]} layers + prune 30% + trim-vocab{at}",
-               (compress.Distill(student_layers=layers[3]), compress.Prune(ratio=0.3), trim), short),
-        Recipe(f"distill to {layers[4]} layers + trim-vocab{at}", (compress.Distill(student_layers=layers[4]), trim),
-               short),
+        Recipe(f"prune 30%{plus}{at}", (compress.Prune(ratio=0.3), *trim), short),
+        Recipe(f"prune 50%{plus}{at}", (compress.Prune(ratio=0.5), *trim), short),
+        distill(layers[2]), distill(layers[3]),
+        distill(layers[3], compress.Prune(ratio=0.3), extra=" + prune 30%"),
+        distill(layers[4]),
     ]
     if shape.head_dim <= narrow < shape.hidden:
-        recipes.append(Recipe(f"distill to {layers[3]} layers, hidden {narrow} + trim-vocab{at}",
-                              (compress.Distill(student_layers=layers[3], student_hidden=narrow), trim), short))
+        recipes.append(distill(layers[3], hidden=narrow, extra=f", hidden {narrow}"))
     seen, out = set(), []
     for r in recipes:
         key = (tuple(map(repr, r.stages)), r.seq_len)

@@ -32,13 +32,19 @@ def _recipe_rows(state: dict) -> list[str]:
     return lines + [""]
 
 
+def _unit(state: dict) -> str:
+    """What the latency column means: per batch-1 forward, or per decoded token."""
+    return (state.get("reference") or {}).get("latency_unit") or "ms"
+
+
 def _candidate_rows(state: dict) -> list[str]:
     ref = state.get("reference") or {}
     lines = ["## Candidates", "",
              f"Drop against the original model at seq len {ref.get('seq_len', '?')} on the same evaluation rows "
-             f"({ref.get('name', 'metric')} {ref.get('value', '?')}); speed-up against its PyTorch fp32 p50 "
-             f"({ref.get('pytorch_p50', '?')} ms), where the latency was measured here.", "",
-             "| recipe | artifact | drop | latency ms | speed-up | basis | size MB | memory MB | Pareto | over budget |",
+             f"({ref.get('name', 'metric')} {ref.get('value', '?')}); latency in {_unit(state)}; speed-up against "
+             f"the original's PyTorch fp32 ({ref.get('pytorch_ms', '?')} {_unit(state)}), where the latency was "
+             "measured here.", "",
+             "| recipe | artifact | drop | latency | speed-up | basis | size MB | memory MB | Pareto | over budget |",
              "|---|---|---|---|---|---|---|---|---|---|"]
     front = {p["artifact"] for p in state["pareto"]}
     for p in state["candidates"]:
@@ -62,7 +68,7 @@ def markdown(state: dict, card: str | None = None, plot: Path | None = None) -> 
                      f"tokens; shorter recipes run at seq len {state.get('short_seq_len') or '- (none fits)'}")
     lines.append("")
     lines += ([f"**Best within every budget: `{best['artifact']}`** ({best['recipe']}, {best['format']} "
-               f"{best['precision']}): {best['unit']} drop {best['drop']:.2f}, {best['latency_ms']:.2f} ms "
+               f"{best['precision']}): {best['unit']} drop {best['drop']:.2f}, {best['latency_ms']:.2f} {_unit(state)} "
                f"({best['latency_basis']})" + (f", {best['speedup']:.1f}x PyTorch" if best.get("speedup") else "")
                + f", {best['size_mb']:.1f} MB", ""] if best else
               [f"**Nothing fits every budget.** {state['verdict']}", ""])
@@ -105,7 +111,7 @@ def write_plot(root: Path, state: dict) -> Path | None:
     if budgets.get("max_latency_ms"):
         ax.axvline(budgets["max_latency_ms"], color="grey", linewidth=0.8, linestyle=":")
     ax.set_xscale("log")
-    ax.set_xlabel("latency p50, ms (log)")
+    ax.set_xlabel(f"latency, {_unit(state)} (log)")
     ax.set_ylabel(f"drop vs the original model ({points[0]['unit']}; lower is better)")
     ax.set_title(f"{state['model']}: every recipe's artifacts; outlined = Pareto front, red = chosen, "
                  "dotted = budgets", fontsize=8)

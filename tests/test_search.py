@@ -65,8 +65,9 @@ class Recorder:
                                                                                 config.compress]}, default=str))
         out = Path(config.out_dir)
         (out / "pytorch").mkdir(parents=True, exist_ok=True)
-        (out / "pytorch" / "config.json").write_text(json.dumps(
-            {"num_hidden_layers": 6, "hidden_size": 384, "num_attention_heads": 12}))
+        shape = ({"num_layers": 4, "hidden_size": 256, "num_heads": 4} if report["model"]["family"] == "gpt-neo"
+                 else {"num_hidden_layers": 6, "hidden_size": 384, "num_attention_heads": 12})
+        (out / "pytorch" / "config.json").write_text(json.dumps(shape))
         (out / "report.json").write_text(json.dumps(report))
         return report
 
@@ -108,7 +109,7 @@ def test_min_speedup_is_a_latency_budget_from_the_first_runs_pytorch(tmp_path):
     state = search(RunConfig(model="m", out_dir=str(tmp_path / "s")), Budgets(min_speedup=5), Recorder([slow, fits]),
                    log_fn=logs.append)
     assert state["budgets"]["max_latency_ms"] == 8.0 and state["best"]["recipe"] == "trim-vocab @ seq 64"
-    assert state["best"]["speedup"] >= 5 and any("5x PyTorch fp32 (40.00 ms here) means at most 8.000 ms" in m
+    assert state["best"]["speedup"] >= 5 and any("5x PyTorch fp32 (40.00 ms per batch-1 forward here) means at most 8.000 ms" in m
                                                   for m in logs)
     with pytest.raises(UsageError, match="--min-speedup compares with PyTorch timed on this host, and target 'rpi4'"):
         search(RunConfig(model="m", out_dir=str(tmp_path / "r"), target="rpi4"), Budgets(min_speedup=5), Recorder([]))
@@ -130,6 +131,47 @@ def test_catalog_reaches_a_tenth_of_the_work_and_drops_duplicates():
     two = catalog(Shape(layers=2, hidden=64, head_dim=64), 128, None)  # 1/3 and 1/4 of 2 layers are both 1
     assert len({(tuple(map(repr, r.stages)), r.seq_len) for r in two}) == len(two)
     assert not any("hidden" in r.name for r in two)  # half of one head is no head
+
+
+def test_a_causal_lm_keeps_its_vocabulary_and_window():
+    """Trimming an LM's vocabulary to the data's tokens renormalizes its softmax over them
+    (a flattering perplexity on those texts) and its window is what perplexity is scored
+    over: neither is a decoder recipe."""
+    from edgeify.search_recipes import Shape, catalog
+
+    recipes = catalog(Shape(layers=4, hidden=256, head_dim=64), 128, 48, causal=True)
+    assert recipes[0].name == "as is" and len(recipes) > 4
+    assert all(r.seq_len is None and not any(isinstance(s, compress.TrimVocab) for s in r.stages) for r in recipes)
+    assert "distill to 1 layers, hidden 128" in [r.name for r in recipes]
+
+
+def _decoder_report(decode_tps: dict, base_tps=100.0, estimate=None):
+    """A causal LM's run: perplexity, window latencies and decode rates."""
+    arts = [(p, 500.0 + i, 5.0, 60, {"generation": {"decode_tokens_per_s": tps}, **(estimate or {})})
+            for i, (p, tps) in enumerate(decode_tps.items())]
+    rep = _report(arts, base=500.0, pytorch_p50=30.0)
+    rep["baseline"]["metric"]["name"] = "perplexity"
+    rep["baseline"]["generation"] = {"decode_tokens_per_s": base_tps}
+    rep["model"] = {"family": "gpt-neo"}
+    return rep
+
+
+def test_a_decoders_latency_budget_is_ms_per_decoded_token(tmp_path):
+    """--min-speedup 10 on a decoder: a tenth of PyTorch's 10 ms per decoded token, not of
+    its 30 ms window forward; the 1.0 ms/token int4 file fits, the 2 ms int8 one does not."""
+    rep = _decoder_report({"fp32": 250.0, "int8-weights": 500.0, "int4-weights": 1000.0})
+    state = search(RunConfig(model="m", out_dir=str(tmp_path / "s")), Budgets(min_speedup=10, max_accuracy_drop=3),
+                   Recorder([rep]), log_fn=lambda *_: None)
+    assert state["reference"]["latency_unit"] == "ms per decoded token" and state["reference"]["pytorch_ms"] == 10.0
+    assert state["budgets"]["max_latency_ms"] == 1.0
+    assert [c["latency_ms"] for c in state["candidates"]] == [4.0, 2.0, 1.0]
+    assert state["best"]["precision"] == "int4-weights" and state["best"]["speedup"] == 10.0
+    assert state["best"]["drop"] == pytest.approx(0.4)  # % perplexity, 502 vs 500
+    assert "ms per decoded token" in (tmp_path / "s" / "search.md").read_text()
+    # a target timed elsewhere: this host's decode, scaled by its window forward there / here
+    est = _decoder_report({"int4-weights": 1000.0}, estimate={"estimate": {"latency_ms": 20.0, "target": "rpi4"}})
+    (c,) = candidates(est, "as is", tmp_path)
+    assert c["latency_ms"] == 4.0 and c["speedup"] is None and "estimated for rpi4" in c["latency_basis"]
 
 
 def test_resume_reuses_finished_recipes(tmp_path):
