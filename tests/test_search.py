@@ -249,3 +249,25 @@ def test_cli_search_end_to_end(tmp_path, starter_dir, capsys):
     assert len(state["candidates"]) == 3 and len(state["recipes"]) > 3
     assert all(r["outcome"].startswith("skipped: latency floor") for r in state["recipes"][1:])
     assert state["text_lengths"]["truncated_pct_at"]  # the data's lengths, read by the planner
+
+
+def test_cli_search_of_a_decoder_end_to_end(tmp_path, starter_dir):
+    """A real GPT-Neo search: the budget's latency is per decoded token, from the report's
+    own generation timing, against PyTorch with its cache."""
+    from edgeify.calibration import synthetic
+    from edgeify.cli import main
+
+    text = tmp_path / "text.txt"
+    text.write_text("\n".join(synthetic.paragraphs(200, seed=3)) + "\n")
+    out = tmp_path / "s"
+    assert main([str(starter_dir("gpt-neo")), "--int8", "--data", str(text), "-o", str(out), "--n-eval", "8",
+                 "--n-calibration", "8", "--bench-seconds", "0.2", "--bench-rounds", "1", "--seq-len", "32",
+                 "--max-size-mb", "1000", "--max-accuracy-drop", "3"]) == 0
+    state = json.loads((out / "search.json").read_text())
+    assert state["reference"]["latency_unit"] == "ms per decoded token"
+    report = json.loads((out / "recipes" / "1-as-is" / "report.json").read_text())
+    assert state["reference"]["pytorch_ms"] == pytest.approx(
+        1000 / report["baseline"]["generation"]["decode_tokens_per_s"], rel=1e-3)
+    assert state["candidates"] and all(c["latency_basis"] == "per decoded token, measured here" and c["speedup"]
+                                       for c in state["candidates"])
+    assert state["best"]["drop"] <= 3 and "ms per decoded token" in (out / "search.md").read_text()
