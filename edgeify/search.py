@@ -87,9 +87,11 @@ def reference_of(report: dict) -> dict:
             "latency_unit": PER_TOKEN if per_token else PER_FORWARD}
 
 
-def budget_latency(entry: dict, per_token: bool) -> tuple[float, str, bool]:
+def budget_latency(entry: dict, per_token: bool) -> tuple[float, str, bool] | None:
     """The latency a budget judges for one artifact, where it comes from, and whether it
-    was measured on this host (only then is a speed-up vs PyTorch here meaningful)."""
+    was measured on this host (only then is a speed-up vs PyTorch here meaningful). None:
+    a per-token budget and an artifact whose decoding was not timed (no figure in the
+    budget's unit: a window forward's latency is not one)."""
     device, estimate = entry.get("device") or {}, entry.get("estimate") or {}
     here = entry["latency_ms"]["p50"]
     if device.get("p50"):
@@ -98,9 +100,11 @@ def budget_latency(entry: dict, per_token: bool) -> tuple[float, str, bool]:
         latency, where = estimate["latency_ms"], f"estimated for {estimate.get('target', 'the target')}"
     else:
         latency, where = here, "measured here"
-    decode = _decode_ms(entry) if per_token else None
-    if decode is None:
+    if not per_token:
         return latency, where, where == "measured here"
+    decode = _decode_ms(entry)
+    if decode is None:
+        return None
     if where == "measured here":
         return decode, "per decoded token, measured here", True
     # no decode loop runs on a device or in the estimator: scale this host's by the forward
@@ -117,7 +121,10 @@ def candidates(report: dict, recipe: str, run_dir: Path, reference: dict | None 
         if (a.get("refused") or a.get("same_file_as")  # a copy of another file: timing noise could pick it
                 or a.get("seq_len", report["data"]["seq_len"]) != report["data"]["seq_len"]):
             continue
-        latency, where, here = budget_latency(a, per_token)
+        judged = budget_latency(a, per_token)
+        if judged is None:
+            continue
+        latency, where, here = judged
         device = a.get("device") or {}
         out.append({
             "recipe": recipe, "run_dir": str(run_dir), "artifact": str(run_dir / a["path"]), "format": a["format"],

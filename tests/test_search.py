@@ -172,6 +172,8 @@ def test_a_decoders_latency_budget_is_ms_per_decoded_token(tmp_path):
     est = _decoder_report({"int4-weights": 1000.0}, estimate={"estimate": {"latency_ms": 20.0, "target": "rpi4"}})
     (c,) = candidates(est, "as is", tmp_path)
     assert c["latency_ms"] == 4.0 and c["speedup"] is None and "estimated for rpi4" in c["latency_basis"]
+    del est["artifacts"][0]["generation"]  # decoding not timed: no figure in the budget's unit
+    assert candidates(est, "as is", tmp_path) == []
 
 
 def test_resume_reuses_finished_recipes(tmp_path):
