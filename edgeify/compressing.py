@@ -49,6 +49,8 @@ def compress_and_evaluate(loaded, examples, data, config: RunConfig, threads: in
         raise
     stages = []
     for i, stage in enumerate(trained, 1):
+        if stage.info.get("warning"):
+            log_fn(f"      warning ({stage.name}): {stage.info['warning']}")
         path = out / "compress" / f"{i}-{stage.name}"
         stage.model.save_pretrained(path)
         stage.tokenizer.save_pretrained(path)

@@ -237,8 +237,10 @@ def markdown(report: dict, out_dir: Path | None = None, pareto: Path | None = No
             lines.append(f"- **{s['stage']}** → `{s['path']}`: {before['params']:,} → {after['params']:,} "
                          f"parameters (embeddings {before['embedding_params']:,} → {after['embedding_params']:,}); "
                          f"config `{json.dumps(s['config'])}`")
-            details = {k: v for k, v in s["info"].items() if k not in ("before", "after")}
+            details = {k: v for k, v in s["info"].items() if k not in ("before", "after", "warning")}
             lines.append(f"  - `{json.dumps(details, default=str)}`")
+            if s["info"].get("warning"):
+                lines.append(f"  - **warning**: {s['info']['warning']}")
         lines.append("")
     lines += ["## Artifacts", ""]
     for a in report["artifacts"]:

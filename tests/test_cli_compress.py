@@ -131,4 +131,6 @@ def test_gpt_neo_stages(tmp_path, starter_dir, capsys):
         assert s["metric"]["name"] == "perplexity" and s["metric"]["value"] > 1
     trimmed = report["stages"][-1]
     assert trimmed["info"]["embedding_cut_pct"] >= 0
+    assert trimmed["info"]["perplexity_shift_pct"] <= 0  # the kept tokens' softmax flatters, and says so
+    assert "**warning**: the softmax now covers only" in (out / "report.md").read_text()
     assert report["artifacts"][0]["parity"]["max_abs_diff"] < 1e-3

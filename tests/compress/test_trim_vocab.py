@@ -128,3 +128,32 @@ def test_config_token_ids_follow(starter_dir):
     trim_model(loaded.model, result.kept_ids)
     assert result.kept_ids[loaded.model.config.eos_token_id] == eos
     assert np.all(np.diff(result.kept_ids) > 0)  # old order kept
+
+
+def test_a_trimmed_lms_perplexity_shift_is_measured_and_warned(starter_dir):
+    """Its softmax over the kept tokens alone lowers perplexity on the data without any
+    better prediction: the stage's figure is exactly that change, and it warns."""
+    from edgeify import compress
+    from edgeify.calibration import synthetic
+    from edgeify.compress.trim_vocab import perplexity_shift_pct
+
+    loaded = loader.load_local(starter_dir("gpt-neo"))
+    texts = synthetic.paragraphs(30, seed=5)
+    ids = loaded.tokenizer(texts[:4], return_tensors="np", truncation=True, max_length=24,
+                           padding="max_length")["input_ids"]
+    data = compress.StageData(compress.TrainData({"input_ids": ids}, None), texts)
+
+    def perplexity(model, rows):
+        with torch.no_grad():
+            return float(model(input_ids=torch.as_tensor(rows), labels=torch.as_tensor(rows)).loss.exp())
+
+    before = perplexity(loaded.model, ids)
+    model, tok, info = compress.apply(loaded.model, loaded.tokenizer, loaded.family, compress.TrimVocab(), data,
+                                      compress.TrainSettings())
+    new_ids = np.searchsorted(trim_tokenizer(loaded.tokenizer, texts).kept_ids, ids)
+    after = perplexity(model, new_ids)
+    assert after < before  # flattered
+    assert info["perplexity_shift_pct"] == pytest.approx(100 * (after / before - 1), abs=0.02)
+    assert info["perplexity_shift_pct"] == perplexity_shift_pct(loaded.model, trim_tokenizer(
+        loaded.tokenizer, texts).kept_ids, ids)
+    assert "lower without the model predicting any better" in info["warning"]
