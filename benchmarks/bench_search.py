@@ -67,6 +67,7 @@ def main() -> int:
     ap.add_argument("--min-speedup", type=float, default=10.0)
     ap.add_argument("--accuracy-drop", type=float, default=1.0)
     ap.add_argument("--train-rows", type=int, default=10000)
+    ap.add_argument("--resume", action="store_true", help="continue the search an interrupted run left in --work")
     ap.set_defaults(rounds=7)  # 3 rounds let one noisy round decide a 1 ms file's ratio (issue 23's ALBERT)
     args = ap.parse_args()
     from edgeify.targets import local
@@ -79,7 +80,7 @@ def main() -> int:
     cmd = ["edgeify", args.model, "--int8", "--formats", "all", "--train-data", str(files["train"]),
            "--eval-data", str(files["eval"]), "--calibration-data", str(files["calibration"]),
            "--max-accuracy-drop", str(args.accuracy_drop), "--min-speedup", str(args.min_speedup),
-           "--seq-len", str(args.seq_len), "--train-samples", str(args.train_rows), "-o", str(out), "--force"]
+           "--seq-len", str(args.seq_len), "--train-samples", str(args.train_rows), "-o", str(out), "--resume" if args.resume else "--force"]
     print("$", " ".join(cmd), file=sys.stderr)
     t0 = time.time()
     rc = subprocess.run(cmd).returncode
