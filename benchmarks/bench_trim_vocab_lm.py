@@ -35,7 +35,7 @@ def main() -> int:
 
     loaded = loader.load_local(Path(args.model))
     examples, desc = load_examples(loaded.family, args.data, synthetic_default=False, n_wanted=0)
-    data = prepare(loaded.family, loaded.tokenizer, None, examples, desc, seq_len=args.seq_len, n_calibration=128,
+    data = prepare(loaded.family, loaded.tokenizer, None, examples, desc, seq_len=args.seq_len, n_calibration=128, n_train=64,
                    n_eval=100)
     kept = torch.as_tensor(trim_tokenizer(loaded.tokenizer, [e.text for e in examples]).kept_ids)
     ids = torch.as_tensor(data.evaluation.inputs["input_ids"])
