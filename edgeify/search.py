@@ -106,9 +106,9 @@ def budget_latency(entry: dict, per_token: bool) -> tuple[float, str, bool] | No
     if decode is None:
         return None
     if where == "measured here":
-        return decode, "per decoded token, measured here", True
+        return decode, "decoding measured here", True
     # no decode loop runs on a device or in the estimator: scale this host's by the forward
-    return decode * latency / here, f"per decoded token: here x the window forward {where} / here", False
+    return decode * latency / here, f"decoding here x (window forward {where} / here)", False
 
 
 def candidates(report: dict, recipe: str, run_dir: Path, reference: dict | None = None) -> list[dict]:
@@ -252,6 +252,13 @@ def search(config, budgets: Budgets, run: Callable[..., dict], log_fn: Callable[
             progress.bar.update(1)
             if outcome == "accuracy only":
                 break
+    except KeyboardInterrupt:  # Ctrl-C or kill (errors.Terminated): what finished is kept, with its time
+        state["seconds"] = round(time.perf_counter() - started, 1)
+        search_report.write(root, state)
+        done = sum(1 for r in state["recipes"] if r.get("dir"))
+        log_fn(f"\nsearch interrupted after {state['seconds'] / 60:.1f} min: {done} finished recipe run(s) and "
+               f"search.json are kept in {root}; the same command with --resume reuses them and goes on")
+        raise
     finally:
         progress.close()
     _verdict(state, log_fn)

@@ -194,6 +194,31 @@ def test_resume_reuses_finished_recipes(tmp_path):
     assert [r["recipe"] for r in state["recipes"]] == ["as is", "trim-vocab", "prune"]
 
 
+def test_an_interrupted_search_keeps_its_state_and_time(tmp_path):
+    """Ctrl-C in the second recipe: search.json keeps the first with the time spent so far,
+    the log says how to go on, and --resume reuses the first and runs the second."""
+    class Interrupted(Recorder):
+        def __call__(self, config, log_fn=print):
+            if len(self.configs) == 1:
+                raise KeyboardInterrupt
+            return super().__call__(config, log_fn)
+
+    slow = _report([("fp32", 80.0, 20.0, 50, {})])
+    recipes = (Recipe("as is"), Recipe("trim-vocab", (compress.TrimVocab(),)))
+    cfg = RunConfig(model="m", out_dir=str(tmp_path / "s"))
+    logs = []
+    with pytest.raises(KeyboardInterrupt):
+        search(cfg, Budgets(max_latency_ms=0.5), Interrupted([slow] * 2), log_fn=logs.append, recipes=recipes)
+    saved = json.loads((tmp_path / "s" / "search.json").read_text())
+    assert [r["recipe"] for r in saved["recipes"]] == ["as is"] and saved["seconds"] > 0
+    assert any("1 finished recipe run(s) and search.json are kept" in m and "--resume" in m for m in logs)
+    again = Recorder([slow])
+    state = search(replace(cfg, resume=True), Budgets(max_latency_ms=0.5), again, log_fn=lambda *_: None,
+                   recipes=recipes)
+    assert [c.compress[0].__class__.__name__ for c in again.configs] == ["TrimVocab"]
+    assert [r["recipe"] for r in state["recipes"]] == ["as is", "trim-vocab"] and state["seconds"] >= saved["seconds"]
+
+
 def test_estimated_latency_is_what_the_budget_judges_and_refused_are_skipped(tmp_path):
     rep = _report([("fp32", 80.0, 2.0, 50, {"estimate": {"latency_ms": 30.0, "target": "rpi4"}}),
                    ("int8-dynamic", 79.5, 1.0, 14, {"refused": "rpi4 cannot load it"})])
@@ -270,6 +295,6 @@ def test_cli_search_of_a_decoder_end_to_end(tmp_path, starter_dir):
     report = json.loads((out / "recipes" / "1-as-is" / "report.json").read_text())
     assert state["reference"]["pytorch_ms"] == pytest.approx(
         1000 / report["baseline"]["generation"]["decode_tokens_per_s"], rel=1e-3)
-    assert state["candidates"] and all(c["latency_basis"] == "per decoded token, measured here" and c["speedup"]
+    assert state["candidates"] and all(c["latency_basis"] == "decoding measured here" and c["speedup"]
                                        for c in state["candidates"])
     assert state["best"]["drop"] <= 3 and "ms per decoded token" in (out / "search.md").read_text()
