@@ -130,6 +130,19 @@ def build(work: Path, formats: list[str], max_length: int, prefill_len: int) -> 
     return out
 
 
+def models(args) -> tuple[Path, str, list[tuple[str, str, Path]]]:
+    """The model HF generate runs, what its weights are, and the decoders to time: a
+    trained model's given files (--model --artifacts), else a random 125M shape's, built."""
+    if args.model:
+        paths = [Path(a) for a in args.artifacts.split(",") if a]
+        return args.model, f"{args.model.name} (trained weights)", [(a.parent.name, a.stem, a) for a in paths]
+    work = Path(args.work or tempfile.mkdtemp(prefix="edgeify-bench-gen-"))
+    work.mkdir(parents=True, exist_ok=True)
+    formats = [f for f in args.formats.split(",") if f]
+    return (work / "model", "GPT-Neo-125M shape, random weights",
+            build(work, formats, args.max_length, prefill_len=args.prompt))
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--child", help=argparse.SUPPRESS)
@@ -150,20 +163,9 @@ def main() -> int:
         print(json.dumps(child(json.loads(args.child))))
         return 0
 
-    if args.model:
-        model_dir = args.model
-        paths = [Path(a) for a in args.artifacts.split(",") if a]
-        if not paths:
-            ap.error("--model needs --artifacts: the decoder files to time against HF generate")
-        artifacts = [(a.parent.name, a.stem, a) for a in paths]
-        weights = f"{model_dir.name} (trained weights)"
-    else:
-        work = Path(args.work or tempfile.mkdtemp(prefix="edgeify-bench-gen-"))
-        work.mkdir(parents=True, exist_ok=True)
-        model_dir = work / "model"
-        formats = [f for f in args.formats.split(",") if f]
-        artifacts = build(work, formats, args.max_length, prefill_len=args.prompt)
-        weights = "GPT-Neo-125M shape, random weights"
+    if args.model and not [a for a in args.artifacts.split(",") if a]:
+        ap.error("--model needs --artifacts: the decoder files to time against HF generate")
+    model_dir, weights, artifacts = models(args)
     runs = [("pytorch", "fp32 HF generate", f"hf:{model_dir}")] + [(f, p, str(a)) for f, p, a in artifacts]
     results: dict[str, list[dict]] = {r[2]: [] for r in runs}
     for i in range(args.rounds):
