@@ -336,9 +336,9 @@ def main(argv: list[str] | None = None) -> int:
     except (click.exceptions.Abort, KeyboardInterrupt) as e:
         signalled = e if isinstance(e, Terminated) else e.__cause__  # click wraps it in Abort
         if isinstance(signalled, Terminated):
-            _echo_err(f"edgeify: stopped by {signalled}; no partial output was kept")
+            _echo_err(f"edgeify: stopped by {signalled}; the unfinished run left no partial output")
             return signalled.exit_code
-        _echo_err("edgeify: interrupted; no partial output was kept")
+        _echo_err("edgeify: interrupted; the unfinished run left no partial output")
         return 130
     except click.ClickException as e:
         e.show()
