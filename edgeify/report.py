@@ -167,6 +167,25 @@ def _generation_line(report: dict) -> list[str]:
             "p50 ms is one forward over the whole window from an empty cache"]
 
 
+def _stage_lines(stages: list[dict]) -> list[str]:
+    """The compression stages: what each cut, its settings, and any warning it raised."""
+    if not stages:
+        return []
+    lines = ["## Compression stages", "",
+             "Each stage's PyTorch model, evaluated and timed beside the original (the first "
+             "baseline row); the last one is what was exported.", ""]
+    for s in stages:
+        before, after = s["info"]["before"], s["info"]["after"]
+        lines.append(f"- **{s['stage']}** → `{s['path']}`: {before['params']:,} → {after['params']:,} "
+                     f"parameters (embeddings {before['embedding_params']:,} → {after['embedding_params']:,}); "
+                     f"config `{json.dumps(s['config'])}`")
+        details = {k: v for k, v in s["info"].items() if k not in ("before", "after", "warning")}
+        lines.append(f"  - `{json.dumps(details, default=str)}`")
+        if s["info"].get("warning"):
+            lines.append(f"  - **warning**: {s['info']['warning']}")
+    return lines + [""]
+
+
 def markdown(report: dict, out_dir: Path | None = None, pareto: Path | None = None,
              cards: list[tuple[str, str]] | None = None) -> str:
     """report.md. With `out_dir`, the deployment cards read each chosen file's inputs from it;
@@ -227,21 +246,7 @@ def markdown(report: dict, out_dir: Path | None = None, pareto: Path | None = No
         cards = deploy_card.cards(report, report.get("command") or reproduce_command(report), out_dir)
     for name, text in cards:
         lines += [text, f"(also in [{name}]({name}))", ""]
-    stages = report.get("stages") or []
-    if stages:
-        lines += ["## Compression stages", "",
-                  "Each stage's PyTorch model, evaluated and timed beside the original (the first "
-                  "baseline row); the last one is what was exported.", ""]
-        for s in stages:
-            before, after = s["info"]["before"], s["info"]["after"]
-            lines.append(f"- **{s['stage']}** → `{s['path']}`: {before['params']:,} → {after['params']:,} "
-                         f"parameters (embeddings {before['embedding_params']:,} → {after['embedding_params']:,}); "
-                         f"config `{json.dumps(s['config'])}`")
-            details = {k: v for k, v in s["info"].items() if k not in ("before", "after", "warning")}
-            lines.append(f"  - `{json.dumps(details, default=str)}`")
-            if s["info"].get("warning"):
-                lines.append(f"  - **warning**: {s['info']['warning']}")
-        lines.append("")
+    lines += _stage_lines(report.get("stages") or [])
     lines += ["## Artifacts", ""]
     for a in report["artifacts"]:
         lines.append(f"- `{a['path']}` ({a['format']} {a['precision']}): config `{json.dumps(a['config'])}`")
