@@ -134,8 +134,8 @@ def models(args) -> tuple[Path, str, list[tuple[str, str, Path]]]:
     """The model HF generate runs, what its weights are, and the decoders to time: a
     trained model's given files (--model --artifacts), else a random 125M shape's, built."""
     if args.model:
-        paths = [Path(a) for a in args.artifacts.split(",") if a]
-        return args.model, f"{args.model.name} (trained weights)", [(a.parent.name, a.stem, a) for a in paths]
+        return (args.model, f"{args.model.name} (trained weights)",
+                [(a.parent.name, a.stem, a) for a in args.artifacts])
     work = Path(args.work or tempfile.mkdtemp(prefix="edgeify-bench-gen-"))
     work.mkdir(parents=True, exist_ok=True)
     formats = [f for f in args.formats.split(",") if f]
@@ -156,14 +156,15 @@ def main() -> int:
     ap.add_argument("--work", help="keep the model and artifacts here (reused when present)")
     ap.add_argument("--model", type=Path, help="a trained GPT-Neo directory: HF generate runs on it, and only "
                     "--artifacts are timed (nothing is built)")
-    ap.add_argument("--artifacts", default="", help="with --model: comma-separated decoder files to time")
+    ap.add_argument("--artifacts", default=[], type=lambda v: [Path(a) for a in v.split(",") if a],
+                    help="with --model: comma-separated decoder files to time")
     ap.add_argument("--target-ratio", type=float, default=3.0, help="the decode speed-up over HF to meet")
     args = ap.parse_args()
     if args.child:
         print(json.dumps(child(json.loads(args.child))))
         return 0
 
-    if args.model and not [a for a in args.artifacts.split(",") if a]:
+    if args.model and not args.artifacts:
         ap.error("--model needs --artifacts: the decoder files to time against HF generate")
     model_dir, weights, artifacts = models(args)
     runs = [("pytorch", "fp32 HF generate", f"hf:{model_dir}")] + [(f, p, str(a)) for f, p, a in artifacts]

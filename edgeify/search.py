@@ -275,7 +275,7 @@ def _plan(report: dict, run_dir: Path, state: dict) -> tuple[Recipe, ...]:
     family = families.get(report["model"]["family"])
     shape = shape_of(run_dir, report, family)
     lengths = report["data"].get("text_lengths")
-    short = None if family.task.causal else short_length(lengths, report["data"]["seq_len"])
+    short = short_length(lengths, report["data"]["seq_len"])  # None for an LM: its lengths are not profiled
     state.update(shape=asdict(shape), text_lengths=lengths, short_seq_len=short)
     return catalog(shape, report["data"]["seq_len"], short, causal=family.task.causal)[1:]
 
